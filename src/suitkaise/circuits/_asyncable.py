@@ -10,34 +10,24 @@ Calling a plain function from the instance dict is as cheap as a method call, an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, overload
 
-__all__ = ["Asyncable", "AsyncableMethod"]
+__all__ = ["AsyncableMethod"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
-
-
-class Asyncable(Protocol[P, R_co]):
-    """A bound operation: call it, or ``await op.asynced()(...)`` for the async twin."""
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
-
-    def asynced(self) -> Callable[P, Coroutine[Any, Any, R_co]]:
-        """The same operation as a coroutine function: same state change and result, but
-        it waits with the running event loop's sleep instead of blocking the thread."""
-        ...
+B = TypeVar("B")
+"""The type of the bound operation: a Protocol with ``__call__`` and ``asynced()``."""
 
 
-Binder = Callable[[Any], tuple[Callable[P, R], Callable[P, Coroutine[Any, Any, R]]]]
+class AsyncableMethod(Generic[B]):
+    """Descriptor whose binder builds an instance's ``(sync, async)`` closures."""
 
-
-class AsyncableMethod(Generic[P, R]):
-    """Descriptor whose binder builds the instance's ``(sync, async)`` closures."""
-
-    def __init__(self, bind: Binder[P, R], name: str, doc: str) -> None:
+    def __init__(
+        self,
+        bind: Callable[[Any], tuple[Callable[..., Any], Callable[..., Any]]],
+        name: str,
+        doc: str,
+    ) -> None:
         self._bind = bind
         self._name = name
         self.__doc__ = doc
@@ -46,25 +36,22 @@ class AsyncableMethod(Generic[P, R]):
         self._name = name
 
     @overload
-    def __get__(self, obj: None, owner: type[Any] | None = None) -> AsyncableMethod[P, R]: ...
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> AsyncableMethod[B]: ...
 
     @overload
-    def __get__(self, obj: object, owner: type[Any] | None = None) -> Asyncable[P, R]: ...
+    def __get__(self, obj: object, owner: type[Any] | None = None) -> B: ...
 
-    def __get__(
-        self, obj: object | None, owner: type[Any] | None = None
-    ) -> AsyncableMethod[P, R] | Asyncable[P, R]:
+    def __get__(self, obj: object | None, owner: type[Any] | None = None) -> Any:
         if obj is None:
             return self
         sync, async_ = self._bind(obj)
 
-        def asynced() -> Callable[P, Coroutine[Any, Any, R]]:
+        def asynced() -> Callable[..., Any]:
             return async_
 
         for function in (sync, async_):
             function.__name__ = function.__qualname__ = self._name
             function.__doc__ = self.__doc__
-        bound = cast(Asyncable[P, R], sync)
-        bound.asynced = asynced  # type: ignore[method-assign]
-        obj.__dict__[self._name] = bound
-        return bound
+        sync.asynced = asynced  # type: ignore[attr-defined]
+        obj.__dict__[self._name] = sync
+        return sync

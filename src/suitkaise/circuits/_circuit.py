@@ -7,9 +7,8 @@ calling thread. The sync and async shells differ only in how they wait.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import timedelta
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias, TypeVar
 
 from . import _waiting
 from ._asyncable import AsyncableMethod
@@ -29,10 +28,15 @@ from ._transitions import (
     reset_backoff,
 )
 
-__all__ = ["BreakingCircuit", "Circuit"]
+__all__ = ["AsyncSleepingOperation", "BreakingCircuit", "Circuit", "SleepingOperation"]
 
 R = TypeVar("R")
-Seconds = float | timedelta
+R_co = TypeVar("R_co", covariant=True)
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+# A string, so that `import suitkaise` does not import datetime.
+Seconds: TypeAlias = "float | timedelta"
 _C = TypeVar("_C", bound="_CircuitBase")
 
 
@@ -158,6 +162,16 @@ class _CircuitBase:
             return base
         return _waiting.jittered(base, jitter, self._rng or _waiting.hooks.rng)
 
+    def _sleep(self, base: float, custom_sleep: float | None) -> None:
+        duration = self._duration(base, custom_sleep)
+        if duration > 0.0:
+            _waiting.hooks.sleep(duration)
+
+    async def _async_sleep(self, base: float, custom_sleep: float | None) -> None:
+        duration = self._duration(base, custom_sleep)
+        if duration > 0.0:
+            await _waiting.hooks.async_sleep(duration)
+
     def _state_repr(self) -> str:
         shorts, trips, sleep, _ = self._read()
         return (
@@ -169,13 +183,31 @@ class _CircuitBase:
         return f"{type(self).__name__}({self._state_repr()})"
 
 
+class SleepingOperation(Protocol[R_co]):
+    """``circuit.short`` / ``circuit.trip``: call it, or await its ``asynced()`` twin."""
+
+    def __call__(self, custom_sleep: Seconds | None = None) -> R_co: ...
+
+    def asynced(self) -> AsyncSleepingOperation[R_co]:
+        """The same operation as a coroutine function (same state change and result); it
+        waits with the running event loop's sleep instead of blocking the thread."""
+        ...
+
+
+class AsyncSleepingOperation(Protocol[R_co]):
+    """``circuit.short.asynced()``: a coroutine function."""
+
+    def __call__(self, custom_sleep: Seconds | None = None) -> Coroutine[Any, Any, R_co]: ...
+
+
 def _operation(
     transition: Transition, on_trip: R, otherwise: R, doc: str
-) -> AsyncableMethod[[Seconds | None], R]:
+) -> AsyncableMethod[SleepingOperation[R]]:
     """The sync and async shells of one sleeping operation around ``transition``.
 
-    They are closures bound per instance (see ``_asyncable``), so the hot path reads
-    ``apply`` and ``settings`` from cells rather than from the instance.
+    They are closures bound per instance (see ``_asyncable``): the hot path reads the store
+    and the settings from cells rather than from the instance. Only a call that trips
+    reaches the circuit's sleep methods.
     """
 
     def bind(circuit: _CircuitBase) -> tuple[Callable[..., R], Callable[..., Any]]:
@@ -184,30 +216,62 @@ def _operation(
         apply = store.apply
         apply_async = store.apply_async
 
-        def sync(custom_sleep: Seconds | None = None) -> R:
-            if custom_sleep is not None:
-                custom_sleep = seconds("custom_sleep", custom_sleep)
-            base = apply(transition, settings, custom_sleep)
-            if base is None:
-                return otherwise
-            duration = circuit._duration(base, custom_sleep)
-            if duration > 0.0:
-                _waiting.hooks.sleep(duration)
-            return on_trip
+        if type(store) is LocalStore:
+            # The library's hot path: LocalStore.apply inlined in both shells (the same
+            # optimistic publish, explained there), which saves a Python call per short().
 
-        async def async_(custom_sleep: Seconds | None = None) -> R:
-            if custom_sleep is not None:
-                custom_sleep = seconds("custom_sleep", custom_sleep)
-            if apply_async is None:
+            def sync(custom_sleep: Seconds | None = None) -> R:
+                if custom_sleep is not None:
+                    custom_sleep = seconds("custom_sleep", custom_sleep)
+                current = store._state
+                new, base = transition(settings, current, custom_sleep)
+                with store._lock:
+                    if store._state is current:
+                        store._state = new
+                    else:
+                        store._state, base = transition(settings, store._state, custom_sleep)
+                if base is None:
+                    return otherwise
+                circuit._sleep(base, custom_sleep)
+                return on_trip
+
+            async def async_(custom_sleep: Seconds | None = None) -> R:
+                if custom_sleep is not None:
+                    custom_sleep = seconds("custom_sleep", custom_sleep)
+                current = store._state
+                new, base = transition(settings, current, custom_sleep)
+                with store._lock:
+                    if store._state is current:
+                        store._state = new
+                    else:
+                        store._state, base = transition(settings, store._state, custom_sleep)
+                if base is None:
+                    return otherwise
+                await circuit._async_sleep(base, custom_sleep)
+                return on_trip
+
+        else:
+
+            def sync(custom_sleep: Seconds | None = None) -> R:
+                if custom_sleep is not None:
+                    custom_sleep = seconds("custom_sleep", custom_sleep)
                 base = apply(transition, settings, custom_sleep)
-            else:
-                base = await apply_async(transition, settings, custom_sleep)
-            if base is None:
-                return otherwise
-            duration = circuit._duration(base, custom_sleep)
-            if duration > 0.0:
-                await _waiting.hooks.async_sleep(duration)
-            return on_trip
+                if base is None:
+                    return otherwise
+                circuit._sleep(base, custom_sleep)
+                return on_trip
+
+            async def async_(custom_sleep: Seconds | None = None) -> R:
+                if custom_sleep is not None:
+                    custom_sleep = seconds("custom_sleep", custom_sleep)
+                if apply_async is None:
+                    base = apply(transition, settings, custom_sleep)
+                else:
+                    base = await apply_async(transition, settings, custom_sleep)
+                if base is None:
+                    return otherwise
+                await circuit._async_sleep(base, custom_sleep)
+                return on_trip
 
         return sync, async_
 

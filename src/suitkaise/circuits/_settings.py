@@ -8,9 +8,9 @@ clamped or silently corrected.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from datetime import timedelta
+import sys
 from numbers import Real
+from typing import NamedTuple
 
 __all__ = ["Settings", "seconds"]
 
@@ -25,8 +25,11 @@ def seconds(name: str, value: object) -> float:
         TypeError: ``value`` is not a real number or a timedelta.
         ValueError: ``value`` is negative, NaN or infinite.
     """
-    if isinstance(value, timedelta):
-        result = value.total_seconds()
+    # A timedelta can only exist if datetime was imported; not importing it ourselves keeps
+    # `import suitkaise` light.
+    datetime = sys.modules.get("datetime")
+    if datetime is not None and isinstance(value, datetime.timedelta):
+        result = float(value.total_seconds())
     elif isinstance(value, Real) and not isinstance(value, bool):
         result = float(value)
     else:
@@ -50,9 +53,8 @@ def _real(name: str, value: object) -> float:
     return result
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The configuration of one circuit. Durations are seconds (floats).
+class Settings(NamedTuple):
+    """The configuration of one circuit, immutable. Durations are seconds (floats).
 
     Build it with :meth:`create`, which validates; the plain constructor trusts its input.
     """
@@ -108,7 +110,8 @@ class Settings:
 
         if factor > 1.0 and sleep > cap:
             raise ValueError(
-                f"sleep_time_after_trip ({sleep:g}s) must not exceed max_sleep_time ({cap:g}s) "
+                f"sleep_time_after_trip ({sleep_time_after_trip!r}) must not exceed "
+                f"max_sleep_time ({max_sleep_time!r}) "
                 f"when backoff_factor > 1 (got backoff_factor={backoff_factor!r}); "
                 "raise max_sleep_time or lower sleep_time_after_trip"
             )

@@ -83,8 +83,8 @@ if hasattr(os, "register_at_fork"):
 class LocalStore:
     """In-process state guarded by a ``threading.Lock``; the default store.
 
-    The lock is held only while the pure transition runs: never during a sleep or user code.
-    A plain ``Lock`` suffices because nothing re-enters a store while it holds the lock.
+    The lock is held only to publish a new state (compare and swap): never during a
+    transition, a sleep or user code. A plain ``Lock`` suffices: nothing re-enters it.
     """
 
     __slots__ = ("__weakref__", "_lock", "_state")
@@ -104,9 +104,20 @@ class LocalStore:
     def apply(
         self, transition: Transition, settings: Settings, custom_sleep: float | None
     ) -> float | None:
+        # Optimistic: run the pure transition outside the lock, then publish it only if
+        # nobody else published first. The lock then covers no Python call, so the
+        # interpreter never switches threads while it is held and threads do not convoy
+        # behind a preempted holder. No ABA: every transition returns a new tuple or its
+        # own input, and `current` keeps its tuple alive.
+        current = self._state
+        new, sleep = transition(settings, current, custom_sleep)
         with self._lock:
+            if self._state is current:
+                self._state = new
+                return sleep
+            # Lost the race: recompute under the lock, which guarantees progress.
             self._state, sleep = transition(settings, self._state, custom_sleep)
-        return sleep
+            return sleep
 
     def read(self) -> State:
         return self._state

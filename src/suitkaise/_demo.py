@@ -1,0 +1,261 @@
+"""The terminal show behind ``python -m suitkaise demo``.
+
+Not imported by ``import suitkaise``: only the command line loads it.
+
+The demo is a list of scenarios (:data:`SCENARIOS`). A scenario is a function that takes a
+:class:`Show` (where it prints, with timestamps relative to its own start) and returns
+normally when everything behaved as the docs promise, or raises :class:`DemoFailure`.
+To add one, write the function and append a :class:`Scenario` to the list.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from .circuits import BreakingCircuit, Circuit
+
+__all__ = ["SCENARIOS", "DemoFailure", "Scenario", "Show", "run"]
+
+
+class DemoFailure(Exception):
+    """A scenario saw something the library promises not to do."""
+
+
+class Show:
+    """Where scenarios print: one whole line at a time (safe from any thread), optionally
+    stamped with the time since the scenario started."""
+
+    def __init__(self, out: TextIO, *, color: bool = False, seed: int | None = None) -> None:
+        self._out = out
+        self._color = color
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self.seed = seed
+
+    def rng(self) -> random.Random | None:
+        """A random source for circuit jitter: seeded if the demo was given ``--seed``."""
+        return None if self.seed is None else random.Random(self.seed)
+
+    def restart_clock(self) -> None:
+        """Timestamps count from now."""
+        self._start = time.monotonic()
+
+    def elapsed(self) -> float:
+        """Seconds since the clock (re)started."""
+        return time.monotonic() - self._start
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            self._out.write(text + "\n")
+            self._out.flush()
+
+    def title(self, text: str) -> None:
+        """A scenario heading."""
+        self._write("")
+        self._write(f"\033[1m{text}\033[0m" if self._color else text)
+
+    def say(self, text: str) -> None:
+        """An explanatory line, without a timestamp."""
+        self._write(f"  {text}")
+
+    def event(self, text: str) -> None:
+        """Something that happened, stamped with the time since the scenario started."""
+        stamp = f"+{self.elapsed():.3f}s"
+        self._write(f"  {stamp:>8}  {text}")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One part of the demo: ``python -m suitkaise demo NAME`` runs it alone."""
+
+    name: str
+    title: str
+    run: Callable[[Show], None]
+
+
+# -- scenario: retry a flaky service ----------------------------------------------------------
+
+
+class ServiceError(Exception):
+    """What the simulated service raises while it is down."""
+
+
+class FlakyService:
+    """A simulated remote service: its first ``failures`` calls fail, then it answers."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def call(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ServiceError("503 Service Unavailable")
+        return "200 OK"
+
+
+def retry_flaky_service(show: Show) -> None:
+    """A Circuit with backoff and jitter retries a service until it recovers."""
+    threshold, failures = 3, 12
+    circuit = Circuit(
+        num_shorts_to_trip=threshold,
+        sleep_time_after_trip=0.1,
+        backoff_factor=2.0,
+        max_sleep_time=0.4,
+        jitter=0.2,
+        rng=show.rng(),
+    )
+    service = FlakyService(failures)
+    show.say("circuit = Circuit(num_shorts_to_trip=3, sleep_time_after_trip=0.1,")
+    show.say("                  backoff_factor=2.0, max_sleep_time=0.4, jitter=0.2)")
+    show.say(f"the service fails its first {failures} calls, then recovers")
+    show.restart_clock()
+    slept_total = 0.0
+    while True:
+        try:
+            answer = service.call()
+            break
+        except ServiceError:
+            base = circuit.current_sleep_time  # what this short sleeps if it trips
+            started = time.monotonic()
+            tripped = circuit.short()
+            slept = time.monotonic() - started
+            head = f"call {service.calls:2}: ServiceError -> short()"
+            if tripped:
+                slept_total += slept
+                show.event(
+                    f"{head}  trip #{circuit.total_trips}: slept {slept:.3f}s "
+                    f"(base {base:.3f}s +/-20%)"
+                )
+            else:
+                show.event(f"{head}  {circuit.times_shorted}/{threshold}")
+    show.event(f"call {service.calls:2}: {answer!r}")
+    expected_trips = failures // threshold
+    if circuit.total_trips != expected_trips:
+        raise DemoFailure(f"expected {expected_trips} trips, saw {circuit.total_trips}")
+    capped = " (the cap)" if circuit.current_sleep_time == circuit.max_sleep_time else ""
+    show.say(
+        f"recovered after {failures} failures and {circuit.total_trips} trips, "
+        f"{slept_total:.2f}s spent backing off"
+    )
+    show.say(f"the next trip would sleep {circuit.current_sleep_time:.1f}s{capped}")
+
+
+# -- scenario: coordinated shutdown of threads ------------------------------------------------
+
+
+class FatalError(Exception):
+    """An error after which no worker should carry on."""
+
+
+def coordinated_shutdown(show: Show) -> None:
+    """Four threads share one BreakingCircuit; one fatal error stops them all."""
+    workers, fatal_worker, fatal_item = 4, 2, 3
+    item_times = [0.04 + 0.015 * worker_id for worker_id in range(workers)]
+    shutdown = BreakingCircuit(num_shorts_to_trip=1)
+    fatal_at: list[float] = []
+    show.say("shutdown = BreakingCircuit(num_shorts_to_trip=1), shared by 4 worker threads")
+    show.say(
+        "items take " + ", ".join(f"{t * 1000:.0f}" for t in item_times) + " ms for workers "
+        f"0-3; worker {fatal_worker} hits a FatalError on item {fatal_item}"
+    )
+
+    def process_item(worker_id: int, item: int) -> None:
+        time.sleep(item_times[worker_id])
+        if worker_id == fatal_worker and item == fatal_item:
+            raise FatalError(f"item {item} is corrupt")
+
+    def worker(worker_id: int) -> None:
+        done = attempts = 0
+        while not shutdown.broken:
+            attempts += 1
+            if attempts > 20:  # a safety net: the fatal error comes long before this
+                show.event(f"worker {worker_id}: never saw shutdown.broken, giving up")
+                return
+            try:
+                process_item(worker_id, done + 1)
+                done += 1
+                show.event(f"worker {worker_id}: item {done} done")
+            except FatalError as error:
+                fatal_at.append(show.elapsed())
+                show.event(f"worker {worker_id}: FatalError ({error}) -> shutdown.short()")
+                shutdown.short()
+        show.event(f"worker {worker_id}: saw shutdown.broken, stopping after {done} items")
+
+    threads = [
+        threading.Thread(target=worker, args=(i,), name=f"demo-worker-{i}", daemon=True)
+        for i in range(workers)
+    ]
+    show.restart_clock()
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5.0
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    if not fatal_at or not shutdown.broken or any(thread.is_alive() for thread in threads):
+        raise DemoFailure("the workers did not all stop after the fatal error")
+    after = show.elapsed() - fatal_at[0]
+    show.say(f"all {workers} workers stopped, each after finishing the item in hand;")
+    show.say(
+        f"the last one {after * 1000:.0f} ms after the fatal error "
+        f"(shutdown.total_trips={shutdown.total_trips})"
+    )
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario(
+        name="retry",
+        title="A flaky service, retried with one Circuit (backoff + jitter)",
+        run=retry_flaky_service,
+    ),
+    Scenario(
+        name="shutdown",
+        title="Coordinated shutdown: 4 threads, one BreakingCircuit",
+        run=coordinated_shutdown,
+    ),
+]
+"""The demo, in order. Later scenarios (Share, Redis) append here."""
+
+
+def run(
+    names: Sequence[str] = (),
+    *,
+    out: TextIO | None = None,
+    seed: int | None = None,
+) -> int:
+    """Run the named scenarios (all of them if ``names`` is empty); return an exit code.
+
+    Raises:
+        KeyError: a name is not one of :data:`SCENARIOS`.
+    """
+    by_name = {scenario.name: scenario for scenario in SCENARIOS}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise KeyError(", ".join(unknown))
+    chosen = [by_name[name] for name in names] if names else list(SCENARIOS)
+    stream = sys.stdout if out is None else out
+    color = stream.isatty() and "NO_COLOR" not in os.environ
+    show = Show(stream, color=color, seed=seed)
+
+    show.say("suitkaise demo: circuits count failures, back off, and coordinate workers")
+    started = time.monotonic()
+    failed = 0
+    for number, scenario in enumerate(chosen, 1):
+        show.title(f"[{number}/{len(chosen)}] {scenario.title}")
+        try:
+            scenario.run(show)
+        except DemoFailure as failure:
+            failed += 1
+            show.say(f"FAILED: {failure}")
+    show.title(
+        f"demo finished in {time.monotonic() - started:.1f}s: "
+        f"{len(chosen) - failed} of {len(chosen)} scenarios ok"
+    )
+    return 1 if failed else 0
