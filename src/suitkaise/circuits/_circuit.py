@@ -77,7 +77,7 @@ class _CircuitBase:
     ) -> None:
         self._settings = settings
         self._store = store
-        # Bound once: the hot path then pays one attribute load, not a method lookup.
+        # Bound once: property reads and resets pay one attribute load, not a method lookup.
         self._apply = store.apply
         self._read = store.read
         self._rng = rng
