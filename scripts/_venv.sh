@@ -28,9 +28,17 @@ ensure_venv() {
     stamp="$("$python" --version 2>&1) $extras $(sha256sum "$repo/pyproject.toml" | cut -c1-16)"
     if [ ! -x "$dir/bin/python" ] || [ "$(cat "$dir/.stamp" 2>/dev/null)" != "$stamp" ]; then
         rm -rf "$dir"
-        "$python" -m venv "$dir" >&2
-        "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-        "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -e "$repo${extras:+[$extras]}" >&2
+        echo "setting up .venv/$name ($("$python" --version 2>&1), extras: ${extras:-none})" >&2
+        local log="$repo/.venv/$name.install.log"
+        mkdir -p "$repo/.venv"
+        if ! { "$python" -m venv "$dir" &&
+               "$dir/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+               "$dir/bin/python" -m pip install --disable-pip-version-check \
+                   -e "$repo${extras:+[$extras]}"; } >"$log" 2>&1; then
+            cat "$log" >&2
+            echo "error: could not set up .venv/$name (log above)" >&2
+            return 1
+        fi
         echo "$stamp" > "$dir/.stamp"
     fi
     echo "$dir/bin/python"
