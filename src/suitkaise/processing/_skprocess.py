@@ -1,0 +1,405 @@
+"""Skprocess: a class whose instances run their lifecycle in a child process.
+
+The object is shipped to the child with cloudpickle, so classes defined in a script's
+``__main__``, in a function, or in a notebook work under fork, spawn and forkserver alike,
+and the child runs the real class (inherited and private helpers included).
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import weakref
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+from ._config import ProcessConfig
+from ._errors import ProcessError, ResultError
+from ._lifecycle import Outcome, run_lifecycle
+from ._orphan import exit_with_parent
+
+if TYPE_CHECKING:
+    from multiprocessing.context import DefaultContext, ForkContext, ForkServerContext, SpawnContext
+
+    Context = DefaultContext | ForkContext | SpawnContext | ForkServerContext
+    from multiprocessing.process import BaseProcess
+    from multiprocessing.sharedctypes import Synchronized
+    from multiprocessing.synchronize import Event
+
+__all__ = ["Skprocess"]
+
+_ATEXIT_GRACE_SECONDS = 5.0
+
+
+def _dumps(obj: object) -> bytes:
+    import cloudpickle  # imported on first use: the core import stays light
+
+    data: bytes = cloudpickle.dumps(obj)
+    return data
+
+
+def _loads(data: bytes) -> Any:
+    import pickle
+
+    return pickle.loads(data)
+
+
+class _Parent:
+    """The parent's handle on a started Skprocess."""
+
+    def __init__(
+        self,
+        process: BaseProcess,
+        messages: Connection,
+        results: Connection,
+        stop_event: Event,
+        current_run: Synchronized[int],
+    ) -> None:
+        self.process = process
+        self.messages = messages
+        self.results = results
+        self.stop_event = stop_event
+        self.current_run = current_run
+        self.outcome: Outcome | None = None
+
+
+class _Child:
+    """What an Skprocess sees of its host while it runs in the child (implements Control)."""
+
+    def __init__(
+        self,
+        messages: Connection | None,
+        stop_event: Event | None,
+        current_run: Synchronized[int] | None,
+    ) -> None:
+        self.messages = messages
+        self.stop_event = stop_event
+        self.current_run = current_run
+        self.run = 0
+
+    def stop_requested(self) -> bool:
+        return self.stop_event is not None and self.stop_event.is_set()
+
+    def entering_run(self, run: int) -> None:
+        self.run = run
+        if self.current_run is not None:
+            self.current_run.value = run
+
+
+_running: weakref.WeakSet[Skprocess] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    # Registered after multiprocessing's own exit hook, so it runs first: ask every child
+    # that is still running to finish, give it a grace period, then kill it. Without this a
+    # child looping until stop() would keep the script from ever exiting.
+    leftovers = [p for p in list(_running) if p.is_alive]
+    for process in leftovers:
+        process.stop()
+    for process in leftovers:
+        if not process.wait(_ATEXIT_GRACE_SECONDS):
+            process.kill()
+
+
+class Skprocess:
+    """Subclass it and define ``__run__``; ``start()`` runs the object in a child process.
+
+    Lifecycle (all optional but ``__run__``; no ``super().__init__()`` needed):
+    ``__prerun__``, ``__run__``, ``__postrun__`` repeat until ``self.stop()``,
+    ``process_config.runs`` iterations, or ``process_config.join_in`` seconds; then
+    ``__onfinish__``; then ``__result__()`` gives the result. When an error has used up the
+    lives, ``self.error`` holds it and ``__error__()`` decides: its return value becomes the
+    result, or is raised if it is an exception (the default returns ``self.error``).
+
+    In the child, ``self.tell(obj)`` sends to the parent and ``self.listen()`` receives from
+    it; in the parent the same methods talk to the child.
+    """
+
+    error: BaseException | None = None
+    """In ``__error__``: the ``ProcessError`` that ended the loop (``original_error`` inside)."""
+
+    # -- configuration ----------------------------------------------------------------
+
+    @property
+    def process_config(self) -> ProcessConfig:
+        """How this process loops: ``runs``, ``join_in``, ``lives``, ``timeouts.*``."""
+        config = self.__dict__.get("_sk_config")
+        if config is None:
+            config = self.__dict__["_sk_config"] = ProcessConfig()
+        return config
+
+    # -- lifecycle defaults -----------------------------------------------------------
+
+    def __prerun__(self) -> None:
+        """Runs before each ``__run__``. Default: nothing."""
+
+    def __run__(self) -> None:
+        """The work of one iteration. Subclasses must define it."""
+        raise NotImplementedError(f"{type(self).__name__} must define __run__")
+
+    def __postrun__(self) -> None:
+        """Runs after each ``__run__``. Default: nothing."""
+
+    def __onfinish__(self) -> None:
+        """Runs once after the loop. Default: nothing."""
+
+    def __result__(self) -> Any:
+        """The result of the process. Default: ``None``."""
+        return None
+
+    def __error__(self) -> Any:
+        """Decides the outcome once the lives are used up. Default: raise ``self.error``."""
+        return self.error
+
+    # -- state shipped to the child ---------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for runtime in ("_sk_parent", "_sk_child", "_sk_stop_flag"):
+            state.pop(runtime, None)
+        return state
+
+    @property
+    def _sk_stop_asked(self) -> bool:
+        return bool(self.__dict__.get("_sk_stop_flag", False))
+
+    def _sk_parent_handle(self, action: str) -> _Parent:
+        handle: _Parent | None = self.__dict__.get("_sk_parent")
+        if handle is None:
+            raise ProcessError(f"cannot {action}: {type(self).__name__} has not been started")
+        return handle
+
+    # -- parent control -----------------------------------------------------------
+
+    def start(self, *, context: Context | None = None) -> None:
+        """Start the child process and return at once.
+
+        ``context`` is a ``multiprocessing`` context (default: the current default start
+        method). Raises ``ProcessError`` if this object was already started.
+        """
+        if "_sk_parent" in self.__dict__:
+            raise ProcessError(f"{type(self).__name__} was already started; create a new one")
+        if type(self).__run__ is Skprocess.__run__:
+            raise TypeError(f"{type(self).__name__} must define __run__")
+        ctx = context or multiprocessing.get_context()
+        payload = _dumps(self)
+        parent_messages, child_messages = ctx.Pipe(duplex=True)
+        results_reader, results_writer = ctx.Pipe(duplex=False)
+        stop_event = ctx.Event()
+        current_run = ctx.Value("q", 0, lock=False)
+        process = ctx.Process(
+            target=_child_main,
+            args=(payload, child_messages, results_writer, stop_event, current_run, os.getpid()),
+            name=f"suitkaise:{type(self).__name__}",
+        )
+        process.start()
+        child_messages.close()
+        results_writer.close()
+        self.__dict__["_sk_parent"] = _Parent(
+            process, parent_messages, results_reader, stop_event, current_run
+        )
+        _running.add(self)
+
+    def stop(self) -> None:
+        """Ask the loop to end gracefully.
+
+        In the child (from a section): the loop ends after the current section
+        (``__postrun__`` is skipped when called from ``__run__``); ``__onfinish__`` and
+        ``__result__`` still run. In the parent: the child does the same at its next check,
+        between sections. Does not wait; use ``wait()``.
+        """
+        child: _Child | None = self.__dict__.get("_sk_child")
+        if child is not None or "_sk_parent" not in self.__dict__:
+            self.__dict__["_sk_stop_flag"] = True
+            return
+        self._sk_parent_handle("stop").stop_event.set()
+
+    def kill(self) -> None:
+        """Kill the child at once (SIGKILL). Its result becomes a ``ProcessError``."""
+        handle = self._sk_parent_handle("kill")
+        if handle.process.is_alive():
+            handle.process.kill()
+        handle.process.join()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the child has finished, at most ``timeout`` seconds (None: forever).
+
+        Returns ``True`` if it has finished, ``False`` on timeout.
+        """
+        handle = self._sk_parent_handle("wait")
+        if handle.outcome is None:
+            ready = multiprocessing.connection.wait(
+                [handle.results, handle.process.sentinel], timeout
+            )
+            if not ready:
+                return False
+            handle.outcome = self._sk_collect(handle)
+        handle.process.join()
+        _running.discard(self)
+        return True
+
+    def _sk_collect(self, handle: _Parent) -> Outcome:
+        try:
+            data = handle.results.recv_bytes()
+        except (EOFError, OSError):
+            handle.process.join()
+            code = handle.process.exitcode
+            how = (
+                f"was killed by signal {signal.Signals(-code).name}"
+                if code is not None and code < 0
+                else f"exited with code {code}"
+            )
+            return Outcome(
+                None,
+                ProcessError(
+                    f"{type(self).__name__} {how} before reporting a result",
+                    current_run=handle.current_run.value,
+                ),
+            )
+        try:
+            outcome: Outcome = _loads(data)
+        except Exception as error:  # e.g. a class the child could import and we cannot
+            return Outcome(
+                None,
+                ResultError(
+                    f"the outcome of {type(self).__name__} could not be rebuilt in the parent "
+                    f"process: {type(error).__name__}: {error}",
+                    current_run=handle.current_run.value,
+                ),
+            )
+        return outcome
+
+    def result(self) -> Any:
+        """Wait for the child and return the value of ``__result__`` (or of ``__error__``).
+
+        Raises the error the child ended with: a ``ProcessError`` subclass carrying
+        ``current_run`` and ``original_error``, or whatever ``__error__`` returned.
+        """
+        self.wait()
+        outcome = self._sk_parent_handle("get the result").outcome
+        assert outcome is not None
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.value
+
+    def run(self) -> Any:
+        """``start()``, ``wait()`` and ``result()`` in one call."""
+        self.start()
+        return self.result()
+
+    def tell(self, obj: Any) -> None:
+        """Send ``obj`` to the other side: to the child from the parent, or the reverse."""
+        self._sk_messages("tell").send_bytes(_dumps(obj))
+
+    def listen(self, timeout: float | None = None) -> Any:
+        """Receive the next object sent by the other side with ``tell()``.
+
+        Waits at most ``timeout`` seconds (None: until something arrives) and returns
+        ``None`` if nothing came, or if the other side is gone.
+        """
+        messages = self._sk_messages("listen")
+        try:
+            if not messages.poll(timeout):
+                return None
+            return _loads(messages.recv_bytes())
+        except (EOFError, OSError):
+            return None
+
+    def _sk_messages(self, action: str) -> Connection:
+        child: _Child | None = self.__dict__.get("_sk_child")
+        if child is not None:
+            if child.messages is None:
+                raise ProcessError(f"{action}() is not available to an Skprocess run by a Pool")
+            return child.messages
+        return self._sk_parent_handle(action).messages
+
+    @property
+    def current_run(self) -> int:
+        """The run (1-based iteration) in progress or last started; 0 before the first."""
+        child: _Child | None = self.__dict__.get("_sk_child")
+        if child is not None:
+            return child.run
+        handle: _Parent | None = self.__dict__.get("_sk_parent")
+        return 0 if handle is None else int(handle.current_run.value)
+
+    @property
+    def is_alive(self) -> bool:
+        """``True`` while the child process is running."""
+        handle: _Parent | None = self.__dict__.get("_sk_parent")
+        return handle is not None and handle.process.is_alive()
+
+    def __repr__(self) -> str:
+        handle: _Parent | None = self.__dict__.get("_sk_parent")
+        if handle is None:
+            status = "not started"
+        elif handle.process.is_alive():
+            status = f"running, pid {handle.process.pid}, run {self.current_run}"
+        else:
+            status = f"finished, exit code {handle.process.exitcode}"
+        return f"<{type(self).__name__} ({status})>"
+
+
+def host(obj: Skprocess, child: _Child) -> Outcome:
+    """Run ``obj``'s lifecycle in this process, with ``child`` as its link to the host."""
+    obj.__dict__["_sk_child"] = child
+    return run_lifecycle(obj, child)
+
+
+def portable_outcome(outcome: Outcome) -> bytes:
+    """Serialize an outcome for the parent. What cannot make the trip is replaced by a
+    ``ProcessError`` that says what it was, so the parent always gets an answer."""
+    try:
+        data = _dumps(outcome)
+        _loads(data)  # objects with a custom __init__ often pickle but do not unpickle
+        return data
+    except Exception as error:
+        problem = f"{type(error).__name__}: {error}"
+    if outcome.error is None:
+        return _dumps(
+            Outcome(
+                None,
+                ResultError(
+                    f"the result {outcome.value!r:.200} could not be sent to the parent "
+                    f"process ({problem})"
+                ),
+            )
+        )
+    original = outcome.error
+    inner = getattr(original, "original_error", None)
+    stand_in = RuntimeError(
+        f"{type(inner).__name__}: {inner} (the exception itself could not be sent to the "
+        f"parent process: {problem})"
+    )
+    if isinstance(original, ProcessError):
+        replacement = type(original)(
+            original.message, current_run=original.current_run, original_error=stand_in
+        )
+        replacement.remote_traceback = original.remote_traceback
+    else:
+        replacement = ProcessError(
+            f"{type(original).__name__}: {original} (could not be sent to the parent "
+            f"process: {problem})"
+        )
+    return _dumps(Outcome(None, replacement))
+
+
+def _child_main(
+    payload: bytes,
+    messages: Connection,
+    results: Connection,
+    stop_event: Event,
+    current_run: Synchronized[int],
+    owner: int,
+) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides how its children end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(owner)
+    obj: Skprocess = _loads(payload)
+    outcome = host(obj, _Child(messages, stop_event, current_run))
+    results.send_bytes(portable_outcome(outcome))
+    results.close()
+    messages.close()
