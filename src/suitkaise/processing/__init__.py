@@ -1,7 +1,10 @@
-"""Processes: class-based child processes (Skprocess) and batches over them (Pool).
+"""Processes: class-based child processes (Skprocess), batches over them (Pool), and
+objects shared by processes with no infrastructure (Share).
 
->>> from suitkaise.processing import Skprocess, Pool
+>>> from suitkaise.processing import Share, Pool, Skprocess
 """
+
+from typing import TYPE_CHECKING, Any
 
 from ._config import ProcessConfig, Timeouts
 from ._errors import (
@@ -14,9 +17,23 @@ from ._errors import (
     ResultError,
     ResultTimeoutError,
     RunError,
+    ShareError,
 )
 from ._pool import Pool
 from ._skprocess import Skprocess
+
+if TYPE_CHECKING:
+    from ._share import Share
+
+
+def __getattr__(name: str) -> Any:
+    # Share is imported on first use: Pool workers and Skprocess children import this
+    # package, and most of them never touch a Share.
+    if name == "Share":
+        from ._share import Share
+
+        return Share
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ErrorHandlerError",
@@ -30,6 +47,8 @@ __all__ = [
     "ResultError",
     "ResultTimeoutError",
     "RunError",
+    "Share",
+    "ShareError",
     "Skprocess",
     "Timeouts",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "ResultError",
     "ResultTimeoutError",
     "RunError",
+    "ShareError",
 ]
 
 
@@ -115,3 +116,7 @@ class ProcessTimeoutError(ProcessError):
 class ResultTimeoutError(ProcessTimeoutError):
     """``__result__`` ran longer than ``process_config.timeouts.result``."""
 
+
+class ShareError(Exception):
+    """A Share could not do what was asked: its coordinator is gone or stopped, or it
+    refused the request. The message says which and what to do."""

@@ -1,0 +1,264 @@
+"""The coordinator: one process that holds a Share's objects and applies every request.
+
+It listens on a Unix socket inside a directory only the owner can enter, and every
+connection must pass ``multiprocessing.connection``'s HMAC challenge with the Share's key; a
+client that fails (wrong key, garbage bytes) is dropped and the others are not affected.
+One thread per connection; one lock around every request, so requests are linearizable.
+Circuits live in shared memory (``_memory``); the coordinator only allocates their slots.
+"""
+
+from __future__ import annotations
+
+import _thread
+import operator
+import os
+import pickle
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+from typing import Any
+
+from ...circuits import Settings
+from .._orphan import exit_with_parent
+from ._memory import HEARTBEAT_WORD, Segment
+
+__all__ = ["HEARTBEAT_SECONDS", "serve"]
+
+HEARTBEAT_SECONDS = 0.1
+"""How often the coordinator refreshes its heartbeat in the shared memory (seconds)."""
+
+# Immutable values are sent back by value (and cached by readers); anything else stays
+# here and is reached through a proxy.
+BY_VALUE = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset, range)
+
+_INPLACE: dict[str, Callable[[Any, Any], Any]] = {
+    "__iadd__": operator.iadd,
+    "__isub__": operator.isub,
+    "__imul__": operator.imul,
+    "__itruediv__": operator.itruediv,
+    "__ifloordiv__": operator.ifloordiv,
+    "__imod__": operator.imod,
+    "__ipow__": operator.ipow,
+    "__ilshift__": operator.ilshift,
+    "__irshift__": operator.irshift,
+    "__iand__": operator.iand,
+    "__ixor__": operator.ixor,
+    "__ior__": operator.ior,
+    "__imatmul__": operator.imatmul,
+}
+
+
+def _dumps(obj: object) -> bytes:
+    import cloudpickle
+
+    data: bytes = cloudpickle.dumps(obj)
+    return data
+
+
+class _Coordinator:
+    def __init__(self, directory: str, segment: Segment, seed: dict[str, Any]) -> None:
+        self.directory = directory
+        self.segment = segment
+        self.lock = threading.Lock()
+        # name -> ("value", obj) | ("object", obj) | ("circuit", kind, settings, slot)
+        self.names: dict[str, tuple[Any, ...]] = dict(seed)
+        self.next_slot = 1 + max(
+            (entry[3] for entry in self.names.values() if entry[0] == "circuit"), default=-1
+        )
+        self.stopping = threading.Event()
+
+    # -- requests -----------------------------------------------------------------
+
+    def handle(self, request: tuple[Any, ...]) -> tuple[Any, ...]:
+        op = request[0]
+        with self.lock:
+            return getattr(self, f"op_{op}")(*request[1:])  # type: ignore[no-any-return]
+
+    def op_ping(self) -> tuple[Any, ...]:
+        return ("ok", os.getpid())
+
+    def op_names(self) -> tuple[Any, ...]:
+        return ("ok", sorted(self.names))
+
+    def op_get(self, name: str) -> tuple[Any, ...]:
+        entry = self.names.get(name)
+        if entry is None:
+            return ("missing",)
+        if entry[0] == "value":
+            return ("value", entry[1])
+        if entry[0] == "circuit":
+            return entry
+        obj = entry[1]
+        methods = sorted(n for n in dir(type(obj)) if callable(getattr(type(obj), n, None)))
+        return ("object", type(obj).__name__, methods)
+
+    def op_set(self, name: str, blob: bytes) -> tuple[Any, ...]:
+        obj = pickle.loads(blob)
+        self.names[name] = ("value", blob) if isinstance(obj, BY_VALUE) else ("object", obj)
+        self.segment.bump_version()
+        return ("ok",)
+
+    def op_set_circuit(self, name: str, kind: str, settings: Settings, state: Any) -> Any:
+        if self.next_slot >= self.segment.slots:
+            return ("error", f"this Share has room for {self.segment.slots} circuits")
+        slot = self.next_slot
+        self.next_slot += 1  # never reused: an old handle must not write into a new circuit
+        self.segment.write_slot(slot, state)
+        self.names[name] = ("circuit", kind, settings, slot)
+        self.segment.bump_version()
+        return ("ok", slot)
+
+    def op_delete(self, name: str) -> tuple[Any, ...]:
+        if self.names.pop(name, None) is None:
+            return ("missing",)
+        self.segment.bump_version()
+        return ("ok",)
+
+    def op_clear(self) -> tuple[Any, ...]:
+        self.names.clear()
+        self.segment.bump_version()
+        return ("ok",)
+
+    def _object(self, name: str) -> Any:
+        entry = self.names.get(name)
+        if entry is None or entry[0] != "object":
+            raise _Gone(name)
+        return entry[1]
+
+    def op_getattr(self, name: str, attribute: str) -> tuple[Any, ...]:
+        return ("value", _dumps(getattr(self._object(name), attribute)))
+
+    def op_setattr(self, name: str, attribute: str, blob: bytes) -> tuple[Any, ...]:
+        setattr(self._object(name), attribute, pickle.loads(blob))
+        return ("ok",)
+
+    def op_call(self, name: str, method: str, blob: bytes) -> tuple[Any, ...]:
+        args, kwargs = pickle.loads(blob)
+        result = getattr(self._object(name), method)(*args, **kwargs)
+        return ("value", _dumps(result))
+
+    def op_inplace(self, name: str, method: str, blob: bytes) -> tuple[Any, ...]:
+        entry = self.names.get(name)
+        if entry is None or entry[0] == "circuit":
+            raise _Gone(name)
+        current = pickle.loads(entry[1]) if entry[0] == "value" else entry[1]
+        result = _INPLACE[method](current, pickle.loads(blob))
+        if isinstance(result, BY_VALUE):
+            data = _dumps(result)
+            self.names[name] = ("value", data)
+            self.segment.bump_version()
+            return ("value", data)
+        self.names[name] = ("object", result)
+        if result is not current:
+            self.segment.bump_version()
+        return ("object",)
+
+    def op_snapshot(self) -> tuple[Any, ...]:
+        """Everything, serialized: what a restart of the Share starts from."""
+        snapshot = {
+            name: (entry if entry[0] != "object" else ("object-blob", _dumps(entry[1])))
+            for name, entry in self.names.items()
+        }
+        return ("ok", snapshot)
+
+    def op_stop(self) -> tuple[Any, ...]:
+        self.stopping.set()
+        return ("ok",)
+
+    # -- connections ----------------------------------------------------------------
+
+    def serve_connection(self, connection: Connection, authkey: bytes | None) -> None:
+        """Serve one client; ``authkey`` None: a connection that needs no handshake."""
+        with connection:
+            # The handshake runs here, not in the accept loop, so a client that connects
+            # and then stalls or sends garbage holds up nobody but itself.
+            try:
+                if authkey is not None:
+                    deliver_challenge(connection, authkey)
+                    answer_challenge(connection, authkey)
+            except Exception:
+                return
+            while not self.stopping.is_set():
+                try:
+                    request = pickle.loads(connection.recv_bytes())
+                except (EOFError, OSError):
+                    return
+                try:
+                    reply = self.handle(request)
+                except _Gone as gone:
+                    reply = ("gone", gone.args[0])
+                except BaseException as error:  # the caller gets its own exception back
+                    reply = ("raise", _portable_error(error))
+                try:
+                    connection.send_bytes(pickle.dumps(reply, protocol=5))
+                except (OSError, ValueError):
+                    return
+
+
+class _Gone(Exception):
+    pass
+
+
+def _portable_error(error: BaseException) -> bytes:
+    try:
+        return _dumps(error)
+    except Exception:
+        return _dumps(RuntimeError(f"{type(error).__name__}: {error}"))
+
+
+def _seed(snapshot: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+    seeded: dict[str, tuple[Any, ...]] = {}
+    for name, entry in snapshot.items():
+        if entry[0] == "object-blob":
+            seeded[name] = ("object", pickle.loads(entry[1]))
+        else:
+            seeded[name] = entry
+    return seeded
+
+
+def serve(
+    directory: str,
+    listening: socket.socket,
+    authkey: bytes,
+    segment_path: str,
+    snapshot: dict[str, tuple[Any, ...]],
+    *,
+    owner: int,
+    owner_connection: socket.socket,
+) -> None:
+    """The coordinator process's main function. ``listening`` is bound and listening;
+    ``owner_connection`` is a socket pair's end whose other end the owner already holds."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The owner died without stopping us: nobody else will remove the private directory.
+    exit_with_parent(owner, cleanup=lambda: shutil.rmtree(directory, ignore_errors=True))
+    segment = Segment(segment_path)
+    coordinator = _Coordinator(directory, segment, _seed(snapshot))
+
+    def accept_forever() -> None:
+        while True:
+            try:
+                client, _ = listening.accept()
+            except OSError:
+                if coordinator.stopping.is_set():
+                    return
+                continue
+            # _thread: threading.Thread.start() would wait for the thread to be scheduled.
+            _thread.start_new_thread(
+                coordinator.serve_connection, (Connection(client.detach()), authkey)
+            )
+
+    _thread.start_new_thread(
+        coordinator.serve_connection, (Connection(owner_connection.detach()), None)
+    )
+    _thread.start_new_thread(accept_forever, ())
+    segment.doubles[HEARTBEAT_WORD] = time.monotonic()
+    while not coordinator.stopping.wait(HEARTBEAT_SECONDS):
+        segment.doubles[HEARTBEAT_WORD] = time.monotonic()
+    listening.close()
+    # Let the reply to "stop" leave before the process (and its daemon threads) ends.
+    time.sleep(0.01)
+    os._exit(0)
