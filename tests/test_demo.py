@@ -81,7 +81,7 @@ def test_demo_runs_both_scenarios_and_exits_0() -> None:
     assert "all 4 workers stopped" in out, _report(completed)
     assert "(shutdown.total_trips=1)" in out, _report(completed)
 
-    assert re.search(r"^demo finished in [\d.]+s: 2 of 2 scenarios ok$", out, re.MULTILINE)
+    assert re.search(r"^demo finished in [\d.]+s: 3 of 3 scenarios ok$", out, re.MULTILINE)
     assert "FAILED" not in out, _report(completed)
 
 
@@ -97,7 +97,7 @@ def test_demo_lists_its_scenarios() -> None:
     completed = _run("demo", "--list")
     assert completed.returncode == 0, _report(completed)
     names = [line.split()[0] for line in completed.stdout.splitlines()]
-    assert names == ["retry", "shutdown"]
+    assert names == ["retry", "shutdown", "processes"]
 
 
 def test_unknown_scenario_and_missing_command_are_usage_errors() -> None:
@@ -166,3 +166,20 @@ def test_bench_runs_the_script_with_the_remaining_arguments(
     monkeypatch.setattr(cli, "benchmark_script", lambda: script)
     assert cli.main(["bench", "--quick", "-n", "5"]) == 3
     assert log.read_text() == "--quick -n 5"
+
+
+def test_processes_scenario_shows_the_shorts_and_all_eight_stopping() -> None:
+    completed = _run("demo", "processes")
+    out = completed.stdout
+    assert completed.returncode == 0, _report(completed)
+    for worker, call in ((1, 3), (5, 5), (2, 8)):
+        pattern = rf"worker {worker} \(its own process\): ServiceError on call {call} -> short\(\)$"
+        assert re.search(pattern, out, re.MULTILINE), _report(completed)
+    stopped = re.findall(r"worker (\d) \(its own process\): saw broken after \d+ calls$", out, re.M)
+    assert sorted(int(worker) for worker in stopped) == list(range(8)), _report(completed)
+    assert re.search(
+        r"^  all 8 workers stopped; pool\.map returned 8 x None after [\d.]+s "
+        r"\(circuit\.total_trips=1, times_shorted=3\)$",
+        out,
+        re.MULTILINE,
+    ), _report(completed)

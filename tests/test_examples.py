@@ -25,6 +25,11 @@ TIMEOUT = 30.0  # generous for a loaded machine; the scripts take well under 2 s
 
 # script name -> regular expressions (re.MULTILINE) that must all match its output.
 EXPECTED: dict[str, list[str]] = {
+    "cross_process_share.py": [
+        r"^pool\.map returned \[None, None, None, None, None, None, None, None\]$",
+        r"^circuit: broken=True total_trips=1 times_shorted=([3-9]|\d\d+)$",
+        r"^all 8 workers stopped after [\d.]+s$",
+    ],
     "coordinated_shutdown_threads.py": [
         *(rf"^Worker {i}: shutting down gracefully$" for i in range(4)),
         r"^all 4 workers stopped \(\d+ ms after the fatal error\)$",

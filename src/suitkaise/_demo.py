@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from .circuits import BreakingCircuit, Circuit
 
@@ -208,6 +208,69 @@ def coordinated_shutdown(show: Show) -> None:
         f"(shutdown.total_trips={shutdown.total_trips})"
     )
 
+# -- scenario: eight processes, one circuit in a Share ------------------------------------------
+
+
+def _share_scenario_worker() -> type:
+    # Built on first use: `python -m suitkaise demo retry` should not import processing.
+    from .processing import Skprocess
+
+    class DemoWorker(Skprocess):
+        """One of eight workers: calls a service that fails on a fixed schedule."""
+
+        def __init__(self, share: Any, worker_id: int, failing_calls: tuple[int, ...]) -> None:
+            self.share = share
+            self.worker_id = worker_id
+            self.failing_calls = failing_calls
+            self.calls = 0
+
+        def __run__(self) -> None:
+            if self.share.circuit.broken:
+                self.share.log += [
+                    (time.monotonic(), self.worker_id, f"saw broken after {self.calls} calls")
+                ]
+                self.stop()
+                return
+            self.calls += 1
+            time.sleep(0.01)  # the service call
+            if self.calls in self.failing_calls:
+                what = f"ServiceError on call {self.calls} -> short()"
+                self.share.log += [(time.monotonic(), self.worker_id, what)]
+                self.share.circuit.short()
+
+    return DemoWorker
+
+
+def processes_share_one_circuit(show: Show) -> None:
+    """Eight processes, one BreakingCircuit in a Share: three failures stop them all."""
+    from .processing import Pool, Share
+
+    schedule = {1: (3,), 5: (5,), 2: (8,)}  # worker -> its failing calls
+    show.say("share = Share(); share.circuit = BreakingCircuit(num_shorts_to_trip=3)")
+    show.say("pool.star().map(DemoWorker, ...) over 8 processes; the service fails for")
+    show.say("worker 1 on its call 3, worker 5 on call 5, worker 2 on call 8")
+    worker = _share_scenario_worker()
+    with Share() as share, Pool(workers=8) as pool:
+        share.circuit = BreakingCircuit(num_shorts_to_trip=3)
+        share.log = []
+        show.restart_clock()
+        start = time.monotonic()
+        items = [(share, i, schedule.get(i, ())) for i in range(8)]
+        results = pool.star().map.timeout(30)(worker, items)
+        ended = time.monotonic() - start
+        for moment, worker_id, what in sorted(share.log):
+            stamp = f"+{moment - start:.3f}s"
+            show.say(f"{stamp:>8}  worker {worker_id} (its own process): {what}")
+        circuit = share.circuit
+        stopped = sum(1 for _, _, what in share.log if what.startswith("saw broken"))
+        if results != [None] * 8 or not circuit.broken or stopped != 8:
+            raise DemoFailure(f"expected 8 stopped workers, got {stopped} ({results})")
+        show.say(
+            f"all 8 workers stopped; pool.map returned {results.count(None)} x None after "
+            f"{ended:.2f}s (circuit.total_trips={circuit.total_trips}, "
+            f"times_shorted={circuit.times_shorted})"
+        )
+
 
 SCENARIOS: list[Scenario] = [
     Scenario(
@@ -219,6 +282,11 @@ SCENARIOS: list[Scenario] = [
         name="shutdown",
         title="Coordinated shutdown: 4 threads, one BreakingCircuit",
         run=coordinated_shutdown,
+    ),
+    Scenario(
+        name="processes",
+        title="Eight processes, one BreakingCircuit in a Share",
+        run=processes_share_one_circuit,
     ),
 ]
 """The demo, in order. Later scenarios (Share, Redis) append here."""
