@@ -76,6 +76,10 @@ class _Coordinator:
     def handle(self, request: tuple[Any, ...]) -> tuple[Any, ...]:
         op = request[0]
         with self.lock:
+            if self.stopping.is_set():
+                # Arrived after the snapshot was taken: refuse rather than acknowledge a
+                # write that the restarted Share would not have.
+                return ("error", "this Share was stopped; call share.start() to use it again")
             return getattr(self, f"op_{op}")(*request[1:])  # type: ignore[no-any-return]
 
     def op_ping(self) -> tuple[Any, ...]:
@@ -157,17 +161,14 @@ class _Coordinator:
             self.segment.bump_version()
         return ("object",)
 
-    def op_snapshot(self) -> tuple[Any, ...]:
-        """Everything, serialized: what a restart of the Share starts from."""
+    def op_stop(self) -> tuple[Any, ...]:
+        """Stop serving, and return everything, serialized: what a restart starts from."""
+        self.stopping.set()
         snapshot = {
             name: (entry if entry[0] != "object" else ("object-blob", _dumps(entry[1])))
             for name, entry in self.names.items()
         }
         return ("ok", snapshot)
-
-    def op_stop(self) -> tuple[Any, ...]:
-        self.stopping.set()
-        return ("ok",)
 
     # -- connections ----------------------------------------------------------------
 

@@ -5,7 +5,8 @@ Layout, in 8-byte words (little-endian, aligned):
 
 - word 0: magic; word 1: version of the name table (bumped by the coordinator whenever a
   name is assigned, deleted, or an immutable value changes); word 2: the coordinator's
-  heartbeat (a double, ``time.monotonic()``, which is system-wide); words 3-7: reserved.
+  heartbeat (a double, ``time.monotonic()``, which is system-wide); word 3: the generation,
+  bumped by each (re)start of the coordinator; words 4-7: reserved.
 - from word 8, one slot of 16 words per circuit: ``active`` (0 or 1), then two copies of
   the state, each ``seq, times_shorted, total_trips, current_sleep_time (double), broken``.
 
@@ -20,7 +21,6 @@ waits on a dead writer.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import mmap
 import os
@@ -30,14 +30,18 @@ from typing import Any
 from ...circuits import Settings
 from ...circuits._transitions import State, Transition
 
-__all__ = ["HEARTBEAT_WORD", "Segment", "SharedCircuitStore", "forget_segment", "segment_at"]
+__all__ = [
+    "GENERATION_WORD",
+    "HEARTBEAT_WORD",
+    "VERSION_WORD", "Segment", "SharedCircuitStore", "forget_segment", "segment_at"]
 
 MAGIC = 0x5355_4954_4B41_4953  # "SUITKAIS"
 HEADER_WORDS = 8
 SLOT_WORDS = 16
 COPY_WORDS = 5
 VERSION_WORD = 1
-HEARTBEAT_WORD = 2  # a double: the coordinator's time.monotonic(), refreshed every 0.2 s
+HEARTBEAT_WORD = 2  # a double: the coordinator's time.monotonic(), refreshed every 0.1 s
+GENERATION_WORD = 3  # bumped at each (re)start: connections made earlier are stale
 
 
 def segment_size(slots: int) -> int:
@@ -158,13 +162,10 @@ def segment_at(path: str) -> Segment:
 
 
 def forget_segment(path: str) -> None:
-    """Unmap ``path`` in this process (when its Share is gone)."""
+    """Forget this process's mapping of ``path`` (its Share is gone). The mapping itself
+    goes when nothing uses it any more: a circuit read from the Share may outlive it."""
     with _segments_guard:
-        segment = _segments.pop(path, None)
-    if segment is not None:
-        # BufferError: a circuit object still uses the mapping; it goes with the process.
-        with contextlib.suppress(BufferError):
-            segment.close()
+        _segments.pop(path, None)
 
 
 class SharedCircuitStore:

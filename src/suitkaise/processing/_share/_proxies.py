@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +38,15 @@ INPLACE = (
 
 
 def _inplace_method(method: str) -> Callable[[Any, Any], Any]:
+    operation = getattr(operator, method[2:-2])
+
     def apply(self: Any, other: Any) -> Any:
+        # Computed here, like the plain value would: `x = share.n; x += 1` leaves the Share
+        # alone. The result remembers the operation, so that `share.n += 1` (which assigns
+        # it back to the same name) is applied atomically at the coordinator instead.
         link, name = self._sk_origin
-        return link.inplace(name, method, other)
+        result = operation(self._sk_plain(), other)
+        return wrap_value(result, link, name, pending=(method, other))
 
     apply.__name__ = method
     return apply
@@ -49,6 +56,7 @@ def _value_class(base: type) -> type:
     namespace: dict[str, Any] = {
         "__doc__": f"A {base.__name__} read from a Share (it is that value).",
         "__reduce__": lambda self: (base, (base(self),)),
+        "_sk_plain": lambda self: base(self),
         **{method: _inplace_method(method) for method in INPLACE},
     }
     return type(f"Shared{base.__name__.capitalize()}", (base,), namespace)
@@ -59,24 +67,34 @@ _VALUE_CLASSES: dict[type, type] = {
 }
 
 
-def wrap_value(value: Any, link: _Link, name: str, stored: bool = False) -> Any:
-    """``value`` as read from ``share.name``; ``stored`` marks the result of an in-place
-    operation, which the following ``share.name = result`` must not write again."""
+def wrap_value(
+    value: Any, link: _Link, name: str, pending: tuple[str, Any] | None = None
+) -> Any:
+    """``value`` as read from ``share.name``. ``pending`` is the in-place operation that
+    produced it (``("__iadd__", 1)``), to be applied if it is assigned back to that name."""
     cls = _VALUE_CLASSES.get(type(value))
     if cls is None:
         return value
     wrapped = cls(value)
     wrapped._sk_origin = (link, name)
-    wrapped._sk_stored = stored
+    wrapped._sk_pending = pending
     return wrapped
 
 
-def already_stored(value: Any, link: _Link, name: str) -> bool:
-    """True for the result of ``share.name op= x``, which the coordinator already stored."""
-    if type(value) in _VALUE_CLASSES.values() or isinstance(value, SharedObject):
+def pending_update(value: Any, link: _Link, name: str) -> tuple[Any, ...] | None:
+    """For ``share.name = value`` where ``value`` is the result of ``share.name op= x``:
+    the operation still to apply, ``(method, x)``, or ``()`` if a proxy already applied it.
+    ``None``: a plain assignment."""
+    if type(value) in _VALUE_CLASSES.values():
         origin = value._sk_origin
-        return bool(value._sk_stored) and origin[0] is link and origin[1] == name
-    return False
+        if origin[0] is link and origin[1] == name:
+            pending: tuple[Any, ...] | None = value._sk_pending
+            return pending
+    elif isinstance(value, SharedObject) and value._sk_stored:
+        origin = value._sk_origin
+        if origin[0] is link and origin[1] == name:
+            return ()
+    return None
 
 
 class _RemoteMethod:
@@ -176,8 +194,13 @@ def _proxy_from_share(share: Any, name: str) -> Any:
 
 def _proxy_inplace(method: str) -> Callable[[SharedObject, Any], Any]:
     def apply(self: SharedObject, other: Any) -> Any:
+        # A proxy is a live handle: `items += [x]` changes the shared object right away
+        # (atomically), and the assignment Python then makes is a no-op.
         link, name = self._sk_origin
-        return link.inplace(name, method, other)
+        link.inplace(name, method, other)
+        done = SharedObject(link, name, self._sk_type, self._sk_methods)
+        object.__setattr__(done, "_sk_stored", True)
+        return done
 
     apply.__name__ = method
     return apply

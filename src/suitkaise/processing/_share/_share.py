@@ -25,6 +25,7 @@ from ...circuits._circuit import _CircuitBase
 from .._errors import ShareError
 from ._coordinator import serve
 from ._memory import (
+    GENERATION_WORD,
     HEARTBEAT_WORD,
     VERSION_WORD,
     Segment,
@@ -32,7 +33,7 @@ from ._memory import (
     forget_segment,
     segment_at,
 )
-from ._proxies import SharedObject, already_stored, wrap_value
+from ._proxies import SharedObject, pending_update, wrap_value
 
 if TYPE_CHECKING:
     from .._skprocess import Context
@@ -65,6 +66,31 @@ def _private_directory() -> str:
     return tempfile.mkdtemp(prefix="suitkaise-share-", dir=base)
 
 
+class _Running:
+    """The owner's handle on the coordinator, apart from the link so that the link's
+    finalizer can stop the coordinator without keeping the link alive."""
+
+    def __init__(self, directory: str, owner: int) -> None:
+        self.directory = directory
+        self.owner = owner
+        self.process: Any = None
+
+
+def _tear_down(running: _Running) -> None:
+    """The last Share object (and proxy, and value) of this Share in its owner is gone."""
+    if os.getpid() != running.owner:
+        return  # a forked copy of the owner's objects: not ours to tear down
+    process, running.process = running.process, None
+    if process is not None and process.is_alive():
+        process.terminate()
+        process.join(1.0)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    forget_segment(os.path.join(running.directory, "memory"))
+    shutil.rmtree(running.directory, ignore_errors=True)
+
+
 class _Link:
     """Everything a process needs to reach one Share; shared by its copies in the process."""
 
@@ -77,7 +103,7 @@ class _Link:
         self.local = threading.local()
         self.cache: dict[str, Any] = {}
         self.cache_version = -1
-        self.process: Any = None  # the coordinator, in the owner process only
+        self.running = _Running(directory, owner)  # its process: in the owner only
         self.stopped = False
         self.snapshot: dict[str, Any] = {}
         # Kept at hand: every `share.name` reads the version word and the heartbeat.
@@ -90,9 +116,15 @@ class _Link:
 
     def connection(self) -> Connection:
         local = self.local
-        if getattr(local, "pid", None) != os.getpid():
-            local.connection = None  # inherited through fork: the parent's socket
+        generation = self.words[GENERATION_WORD]
+        if (
+            getattr(local, "pid", None) != os.getpid()
+            or getattr(local, "generation", None) != generation
+        ):
+            # Inherited through fork (the parent's socket), or made before a restart.
+            local.connection = None
             local.pid = os.getpid()
+            local.generation = generation
         if local.connection is None:
             if self.stopped:
                 raise ShareError("this Share was stopped; call share.start() to use it again")
@@ -173,15 +205,17 @@ class _Link:
     def set_attribute(self, name: str, attribute: str, value: Any) -> None:
         self.result(name, self.request("setattr", name, attribute, _dumps(value)))
 
-    def inplace(self, name: str, method: str, other: Any) -> Any:
-        reply = self.request("inplace", name, method, _dumps(other))
-        if reply[0] == "value":
-            return wrap_value(pickle.loads(reply[1]), self, name, stored=True)
-        if reply[0] == "gone":
+    def inplace(self, name: str, method: str, other: Any) -> None:
+        """``share.name op= other``, applied atomically at the coordinator."""
+        try:
+            blob = _dumps(other)
+        except Exception as error:
+            raise TypeError(
+                f"share.{name} {method}: the operand cannot be sent to the Share "
+                f"({type(error).__name__}: {error})"
+            ) from None
+        if self.request("inplace", name, method, blob)[0] == "gone":
             raise ShareError(f"share.{name} was deleted or replaced by a circuit")
-        proxy = self.fetch(name, -1)
-        object.__setattr__(proxy, "_sk_stored", True)
-        return proxy
 
     def result(self, name: str, reply: tuple[Any, ...]) -> Any:
         if reply[0] == "gone":
@@ -191,7 +225,8 @@ class _Link:
         return None
 
 
-_links: dict[str, _Link] = {}
+# Weak: a link lives while a Share object, proxy or value of it does in this process.
+_links: weakref.WeakValueDictionary[str, _Link] = weakref.WeakValueDictionary()
 
 
 def _link_for(directory: str, authkey: bytes, owner: int) -> _Link:
@@ -207,24 +242,16 @@ def _attach(directory: str, authkey: bytes, owner: int) -> Share:
     return share
 
 
-def _cleanup(link: _Link) -> None:
-    if os.getpid() != link.owner:
-        return  # a forked copy of the owner's Share: not ours to tear down
-    _stop(link, timeout=1.0, keep_contents=False)
-    forget_segment(link.memory_path)
-    shutil.rmtree(link.directory, ignore_errors=True)
-
-
-def _stop(link: _Link, timeout: float, keep_contents: bool = True) -> bool:
-    process = link.process
+def _stop(link: _Link, timeout: float) -> bool:
+    process = link.running.process
     if process is None:
         return True
-    link.process = None
+    link.running.process = None
     clean = True
     try:
-        if keep_contents:
-            link.snapshot = link.request("snapshot")[1]
-        link.request("stop")
+        # One request: the snapshot is taken and the coordinator stops serving under one
+        # lock, so no write can be acknowledged after the snapshot and then be lost.
+        link.snapshot = link.request("stop")[1]
     except ShareError:
         clean = False
     link.stopped = True
@@ -234,9 +261,9 @@ def _stop(link: _Link, timeout: float, keep_contents: bool = True) -> bool:
         process.kill()
         process.join()
         clean = False
-    segment = link.segment
-    segment.bump_version()  # every process's cached reads are now invalid
-    segment.doubles[HEARTBEAT_WORD] = 0.0
+    words = link.words
+    words[VERSION_WORD] += 1  # every process's cached reads are now invalid
+    link.doubles[HEARTBEAT_WORD] = 0.0
     return clean
 
 
@@ -267,7 +294,9 @@ class Share:
         _links[directory] = link
         object.__setattr__(self, "_sk", link)
         object.__setattr__(self, "_sk_context", context)
-        weakref.finalize(self, _cleanup, link)
+        # Tied to the link, not to this object: a pickled copy, a proxy or a value read from
+        # the Share keeps it running, as long as any of them exists in this process.
+        weakref.finalize(link, _tear_down, link.running)
         self.start()
 
     # -- lifecycle --------------------------------------------------------------------
@@ -278,9 +307,9 @@ class Share:
         A restarted Share holds what it held when it was stopped.
         """
         link = self._sk
-        if link.process is not None:
-            return
         self._sk_owner_only("start")
+        if link.running.process is not None:
+            return
         context = self.__dict__.get("_sk_context") or multiprocessing.get_context()
         # The socket is bound here and handed over, so nobody waits for the coordinator to
         # come up: connections queue in the backlog until it accepts them (and fail with
@@ -308,12 +337,16 @@ class Share:
         finally:
             listening.close()
             theirs.close()
-        link.local.connection = Connection(mine.detach())
-        link.local.pid = os.getpid()
+
         # A fresh heartbeat, so that readers do not take the new coordinator for dead
         # before its first beat.
         link.doubles[HEARTBEAT_WORD] = time.monotonic()
-        link.process = process
+        link.running.process = process
+        generation = link.words[GENERATION_WORD] + 1
+        link.words[GENERATION_WORD] = generation  # connections made before are stale
+        link.local.connection = Connection(mine.detach())
+        link.local.pid = os.getpid()
+        link.local.generation = generation
         link.stopped = False
         link.snapshot = {}
 
@@ -335,8 +368,9 @@ class Share:
     def is_running(self) -> bool:
         """``True`` while the coordinator is up."""
         link = self._sk
-        if link.process is not None:
-            return bool(link.process.is_alive())
+        if os.getpid() == link.owner:
+            process = link.running.process
+            return process is not None and bool(process.is_alive())
         try:
             link.check_alive()
         except ShareError:
@@ -382,9 +416,16 @@ class Share:
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_sk") or hasattr(type(self), name):
             raise AttributeError(f"{name!r} is part of the Share itself and cannot be assigned")
-        if already_stored(value, self._sk, name):
-            return  # the result of `share.name op= x`: the coordinator already applied it
         link = self._sk
+        update = pending_update(value, link, name)
+        if update == ():
+            return  # a proxy's `op=` already changed the shared object
+        if update is not None:
+            # `share.name op= x`: the read gave a value that remembers where it came from,
+            # and `op=` on it recorded the operation; apply that atomically instead of
+            # writing the locally computed result over whatever is there now.
+            link.inplace(name, *update)
+            return
         if isinstance(value, _CircuitBase):
             link.request(
                 "set_circuit", name, value._kind, value._settings, value._store.read()
