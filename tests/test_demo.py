@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,11 +23,13 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def _run(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str, timeout: float = 30.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "suitkaise", *args],
         cwd=ROOT,
-        env=_environment(),
+        env={**_environment(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -81,7 +84,7 @@ def test_demo_runs_both_scenarios_and_exits_0() -> None:
     assert "all 4 workers stopped" in out, _report(completed)
     assert "(shutdown.total_trips=1)" in out, _report(completed)
 
-    assert re.search(r"^demo finished in [\d.]+s: 3 of 3 scenarios ok$", out, re.MULTILINE)
+    assert re.search(r"^demo finished in [\d.]+s: 4 of 4 scenarios ok$", out, re.MULTILINE)
     assert "FAILED" not in out, _report(completed)
 
 
@@ -97,7 +100,7 @@ def test_demo_lists_its_scenarios() -> None:
     completed = _run("demo", "--list")
     assert completed.returncode == 0, _report(completed)
     names = [line.split()[0] for line in completed.stdout.splitlines()]
-    assert names == ["retry", "shutdown", "processes"]
+    assert names == ["retry", "shutdown", "processes", "redis"]
 
 
 def test_unknown_scenario_and_missing_command_are_usage_errors() -> None:
@@ -183,3 +186,22 @@ def test_processes_scenario_shows_the_shorts_and_all_eight_stopping() -> None:
         out,
         re.MULTILINE,
     ), _report(completed)
+
+
+def test_redis_scenario_runs_against_a_server(redis_server: Any) -> None:
+    completed = _run("demo", "redis", env={"SUITKAISE_REDIS_URL": redis_server.url})
+    out = completed.stdout
+    assert completed.returncode == 0, _report(completed)
+    for machine, call in ((0, 4), (1, 6), (2, 9)):
+        assert re.search(rf"machine {machine}: failure on call {call}$", out, re.M), _report(
+            completed
+        )
+    stopped = re.findall(r"machine (\d): saw broken after \d+ calls$", out, re.M)
+    assert sorted(stopped) == ["0", "1", "2"], _report(completed)
+    assert re.search(r"holds broken=1, trips=1$", out, re.M), _report(completed)
+
+
+def test_redis_scenario_says_so_when_there_is_no_server() -> None:
+    completed = _run("demo", "redis", env={"SUITKAISE_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert completed.returncode == 0, _report(completed)
+    assert "skipped: no Redis server at redis://127.0.0.1:1/0" in completed.stdout

@@ -272,6 +272,73 @@ def processes_share_one_circuit(show: Show) -> None:
         )
 
 
+# -- scenario: circuits on Redis ----------------------------------------------------------------
+
+REDIS_URL_VARIABLE = "SUITKAISE_REDIS_URL"
+"""Environment variable naming the Redis server of the Redis scenario."""
+
+
+def _redis_machine(url: str, name: str, machine: int, failing: tuple[int, ...]) -> list[str]:
+    """One "machine": its own process and its own circuit object on the shared Redis circuit."""
+    from .circuits.redis import RedisStore
+
+    breaker = BreakingCircuit(3, store=RedisStore(url, name))
+    log: list[str] = []
+    calls = 0
+    while not breaker.broken:
+        calls += 1
+        time.sleep(0.01)  # the service call
+        if calls in failing:
+            log.append(f"{time.monotonic():.6f} machine {machine}: failure on call {calls}")
+            breaker.short()
+        if calls > 500:
+            log.append(f"{time.monotonic():.6f} machine {machine}: never saw broken")
+            return log
+    log.append(f"{time.monotonic():.6f} machine {machine}: saw broken after {calls} calls")
+    return log
+
+
+def circuits_on_redis(show: Show) -> None:
+    """Three processes ("machines"), one BreakingCircuit on Redis."""
+    url = os.environ.get(REDIS_URL_VARIABLE, "redis://127.0.0.1:6379/0")
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        client.ping()
+    except Exception as error:
+        show.say(f"skipped: no Redis server at {url} ({type(error).__name__}).")
+        show.say(f"Start one, or set {REDIS_URL_VARIABLE}, to see this scenario.")
+        return
+    from .processing import Pool
+
+    name = f"demo-payments-{os.getpid()}-{time.monotonic_ns()}"
+    schedule = {0: (4,), 1: (6,), 2: (9,)}
+    show.say(f"breaker = BreakingCircuit(3, store=RedisStore({url!r}, name=...))")
+    show.say("built separately in 3 processes; each fails once (calls 4, 6 and 9)")
+    try:
+        start = time.monotonic()
+        with Pool(workers=3) as pool:
+            logs = pool.star().map.timeout(30)(
+                _redis_machine, [(url, name, m, schedule[m]) for m in range(3)]
+            )
+        lines = sorted(line for log in logs for line in log)
+        for line in lines:
+            moment, text = line.split(" ", 1)
+            stamp = f"+{float(moment) - start:.3f}s"
+            show.say(f"{stamp:>8}  {text}")
+        stopped = sum("saw broken" in line for line in lines)
+        broken, trips = client.hmget(f"suitkaise:circuit:{name}", ["broken", "trips"])
+        if stopped != 3 or broken != b"1":
+            raise DemoFailure("the three machines did not all see the break")
+        show.say(
+            f"all 3 stopped; Redis key suitkaise:circuit:{name} holds broken=1, "
+            f"trips={int(trips or 0)}"
+        )
+    finally:
+        client.delete(f"suitkaise:circuit:{name}")
+
+
 SCENARIOS: list[Scenario] = [
     Scenario(
         name="retry",
@@ -287,6 +354,11 @@ SCENARIOS: list[Scenario] = [
         name="processes",
         title="Eight processes, one BreakingCircuit in a Share",
         run=processes_share_one_circuit,
+    ),
+    Scenario(
+        name="redis",
+        title="Across machines: one BreakingCircuit on Redis",
+        run=circuits_on_redis,
     ),
 ]
 """The demo, in order. Later scenarios (Share, Redis) append here."""
