@@ -396,12 +396,14 @@ class Share:
 
     # -- names ------------------------------------------------------------------------
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for names that are not the Share's own attributes. The hot path: one
-        # shared-memory read says whether this process's cache is still current.
-        if name[0] == "_" and (name.startswith("__") or name.startswith("_sk")):
-            raise AttributeError(name)
-        link = self._sk
+    def __getattribute__(self, name: str) -> Any:
+        # Every attribute read comes here, so that a shared name costs no failed normal
+        # lookup first. The Share's own attributes (and anything starting with "_") take the
+        # ordinary path; any other name is shared. The hot path: one shared-memory read says
+        # whether this process's cache is still current.
+        if name[0] == "_" or name in _OWN_ATTRIBUTES:
+            return object.__getattribute__(self, name)
+        link: _Link = object.__getattribute__(self, "_sk")
         version = link.words[VERSION_WORD]
         if version != link.cache_version:
             link.cache.clear()
@@ -462,6 +464,9 @@ class Share:
         if not self.is_running:
             return f"<Share (stopped) at {link.directory}>"
         return f"<Share {self._sk_names()!r}>"
+
+
+_OWN_ATTRIBUTES = frozenset(name for name in dir(Share) if not name.startswith("_"))
 
 
 class _Missing:
