@@ -23,7 +23,7 @@ from typing import Any
 
 import cloudpickle
 import pytest
-from conftest import descendants
+from process_tree import descendants
 
 from suitkaise.processing import (
     ErrorHandlerError,
