@@ -517,6 +517,9 @@ def test_timeout_raises_builtin_timeout_error_and_kills_the_busy_workers(
 ) -> None:
     path = tmp_path / "pids"
     with Pool(2) as pool:
+        # Workers up first: under spawn on a loaded machine, starting them alone can take
+        # longer than the timeout, and then no item would be busy when it expires.
+        assert pool.map(square, [0, 1]) == [0, 1]
         started = time.monotonic()
         with pytest.raises(TimeoutError) as caught:
             pool.star().map.timeout(1.0)(note_pid_and_sleep, [(str(path), 30)] * 2)
