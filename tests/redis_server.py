@@ -29,6 +29,8 @@ class RedisServer:
         self._directory = tempfile.mkdtemp(prefix="suitkaise-redis-")
 
     def start(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            return  # already running: a second server could not bind the port anyway
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; run scripts/ensure-redis")

@@ -8,8 +8,12 @@ store) or is an independent snapshot (the in-process store).
 
 - ``local``: a plain circuit (in-process ``LocalStore``).
 - ``share``: ``share.c = Circuit(...); c = share.c`` on a module-scoped ``Share``.
+- ``redis``: ``Circuit(..., store=RedisStore(url, name))`` on the session's private
+  redis-server (the ``redis_url`` fixture, emptied for each test), a new name for every
+  circuit. Like the share store, it is shared: a pickled or copied circuit is a handle to the
+  same state on the server.
 
-To add a store (say Redis), write its ``make`` and add a branch to the ``store`` fixture.
+To add a store, write its ``make`` and add a branch to the ``store`` fixture.
 """
 
 from __future__ import annotations
@@ -54,6 +58,17 @@ def share_maker(share: Any) -> Callable[..., Any]:
     return make
 
 
+def redis_maker(url: str, test: str) -> Callable[..., Any]:
+    from suitkaise.circuits.redis import RedisStore
+
+    names = itertools.count()
+
+    def make(kind: str, **config: Any) -> Any:
+        return CLASSES[kind](**config, store=RedisStore(url, f"{test}-{next(names)}"))
+
+    return make
+
+
 @pytest.fixture(scope="module")
 def module_share() -> Iterator[Any]:
     from suitkaise.processing import Share
@@ -65,12 +80,15 @@ def module_share() -> Iterator[Any]:
         share.stop()
 
 
-@pytest.fixture(params=["local", "share"])
+@pytest.fixture(params=["local", "share", "redis"])
 def store(request: pytest.FixtureRequest) -> Store:
     if request.param == "local":
         return Store("local", make_local, shared=False)
     if request.param == "share":
         return Store("share", share_maker(request.getfixturevalue("module_share")), shared=True)
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        return Store("redis", redis_maker(url, request.node.name), shared=True)
     raise AssertionError(request.param)
 
 

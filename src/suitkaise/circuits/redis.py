@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ._settings import Settings
@@ -32,7 +33,6 @@ from ._transitions import State, Transition, initial_state
 
 if TYPE_CHECKING:
     import redis as redis_py
-    import redis.asyncio as redis_asyncio
 
 __all__ = ["KEY_PREFIX", "RedisStore", "RedisStoreError"]
 
@@ -167,10 +167,14 @@ class RedisStore:
             merged into it). Default ``False``: such calls raise ``RedisStoreError``.
         retry_interval: seconds between attempts to reach Redis again in fallback mode.
 
-    Raises (at circuit construction):
+    Raises (at circuit construction, which always needs the server: that is where the
+    configuration is checked, whatever ``fallback`` says):
         ValueError: a circuit with this name already exists on the server with a different
             kind or configuration.
-        RedisStoreError: the server cannot be reached (and ``fallback`` is off).
+        RedisStoreError: the server cannot be reached.
+
+    A call that fails with a timeout may still have been applied by the server (the reply
+    was late, not the request); it is never sent twice.
     """
 
     def __init__(
@@ -209,17 +213,19 @@ class RedisStore:
 
     def _options(self, for_asyncio: bool = False) -> dict[str, Any]:
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
+        # One quick retry, on a dropped connection only: redis-py then transparently
+        # replaces a connection the server closed while idle. Never on a timeout: the
+        # script may have run, and running it twice would count one short twice.
         if for_asyncio:
             from redis.asyncio.retry import Retry as AsyncRetry
 
-            retry: Any = AsyncRetry(NoBackoff(), 1)
+            retry: Any = AsyncRetry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         else:
             from redis.retry import Retry
 
-            retry = Retry(NoBackoff(), 1)
-        # One quick retry: redis-py then transparently replaces a connection the server
-        # dropped while idle, but a dead server fails within about `timeout` seconds.
+            retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         return {
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.timeout,
@@ -255,8 +261,7 @@ class RedisCircuitStore:
         self.kind = kind
         self.settings = settings
         self._apply_script = config.client.register_script(LUA)
-        self._async_client: redis_asyncio.Redis | None = None
-        self._async_script: Any = None
+        self._async_scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._local: LocalStore | None = None  # fallback mode: the state during an outage
         self._last_state: State = initial_state(settings)
@@ -352,25 +357,28 @@ class RedisCircuitStore:
     async def _apply_async(
         self, transition: Transition, settings: Settings, custom_sleep: float | None
     ) -> float | None:
-        if self._async_script is None:
-            import redis.asyncio
+        import sniffio
 
-            client = redis.asyncio.Redis.from_url(
-                self.config.url, **self.config._options(for_asyncio=True)
-            )
-            self._async_client = client
-            self._async_script = client.register_script(LUA)
+        if sniffio.current_async_library() == "trio":
+            # redis-py's asyncio client needs an asyncio loop: under trio, the same blocking
+            # round trip runs in a worker thread, so the trio loop is not blocked either.
+            import trio
+
+            return await trio.to_thread.run_sync(self.apply, transition, settings, custom_sleep)
+        if self.config.fallback and self._local is not None and time.monotonic() < self._retry_at:
+            return self._local.apply(transition, settings, custom_sleep)
+        script = self._script_for_this_loop()
         custom = "" if custom_sleep is None else _number(custom_sleep)
         redis_module = _import_redis()
         args = [transition.__name__, custom]
         try:
             try:
-                reply = await self._async_script(keys=[self.config.key], args=args)
+                reply = await script(keys=[self.config.key], args=args)
             except redis_module.ResponseError as error:
                 if "SUITKAISE_MISSING" not in str(error):
                     raise
                 self._create()  # the key is gone: see apply(); rare, so done synchronously
-                reply = await self._async_script(keys=[self.config.key], args=args)
+                reply = await script(keys=[self.config.key], args=args)
         except (redis_module.ConnectionError, redis_module.TimeoutError, OSError) as error:
             if self.config.fallback:
                 self._retry_at = time.monotonic() + self.config.retry_interval
@@ -381,6 +389,22 @@ class RedisCircuitStore:
             ) from None
         self._local = None
         return self._decision(reply)
+
+    def _script_for_this_loop(self) -> Any:
+        # An asyncio client belongs to the event loop it first ran in: one per loop, so that
+        # successive asyncio.run() calls (or several loops in threads) each get their own.
+        import asyncio
+
+        import redis.asyncio
+
+        loop = asyncio.get_running_loop()
+        script = self._async_scripts.get(loop)
+        if script is None:
+            client = redis.asyncio.Redis.from_url(
+                self.config.url, **self.config._options(for_asyncio=True)
+            )
+            script = self._async_scripts[loop] = client.register_script(LUA)
+        return script
 
     def _decision(self, reply: list[Any]) -> float | None:
         base, *state = reply
