@@ -1,0 +1,809 @@
+"""Redis store benchmarks: circuits on a RedisStore next to bare redis-py calls, in one run.
+
+    python benchmarks/redis_store.py           # full run, about 35 s on 2 cores
+    python benchmarks/redis_store.py --quick   # smoke run, about 5 s (numbers are rough)
+    python benchmarks/redis_store.py --pin same    # server and client on one core
+    python benchmarks/redis_store.py --pin split   # server and client on two cores
+
+Targets come from shared/PERFORMANCE.md and issue 5. The script starts its own private
+``redis-server`` (``tests/redis_server.py``: a free 127.0.0.1 port, persistence off) and
+stops it at the end, on error and on Ctrl-C too. Every side talks to that one server over
+loopback TCP, through redis-py (with hiredis if it is installed; the header says which).
+
+1. ``Circuit.short()`` (threshold 10**9: it never trips, never sleeps) on a RedisStore,
+   against a bare ``client.evalsha(sha, 0)`` of ``return 1``, loaded once: the cheapest
+   possible script round trip. Target <= 1.2x. Context rows split the gap: a bare
+   ``evalsha`` of the store's own script with the same key and arguments does the same
+   work on the server with none of our client code, so "store script vs return 1" is the
+   server-side share and "short() vs store script" the client-side share.
+2. ``BreakingCircuit.broken`` (one ``HMGET`` of the four state fields) against a bare
+   ``client.get(key)``. Target <= 1.2x. Context: a bare ``client.hmget`` of the same
+   fields.
+3. Throughput of ``short()`` with 1 and with 4 client processes (each its own circuit
+   object on the same name, so one Redis key), total ops/s, and the same for a bare
+   ``evalsha`` of ``return 1``. Context only. The client processes are started once
+   (spawn), warmed up, and then released together at an agreed ``time.monotonic()``
+   instant; each runs its loop for a fixed time and reports how many calls it made and
+   when its last call returned. Total ops/s = all calls / (last end - start).
+4. ``await circuit.short.asynced()()`` against ``await client.evalsha(sha, 0)`` on a
+   ``redis.asyncio`` client, in one event loop (context). The sync ``short()`` is timed in
+   the same rounds, for the async/sync ratio.
+
+Single-process figures (1, 2, 4) are timed as in ``benchmarks/circuits.py``: each sample is
+one loop of many calls with the garbage collector paused, the sides are interleaved (bare,
+ours, bare, ours, ...) so that drift hits them alike, and a side's figure is the median of its
+samples. The loops are identical on both sides, so their own cost (tens of ns, against
+round trips of tens of µs) is on both sides. The reported ratio is the median, over the
+repeats, of the ratio of the two samples taken side by side in one repeat (the throughput
+rows likewise, round by round): the round trip's length jumps when the scheduler moves the
+processes (below), and a ratio of the two sides' medians can then compare samples taken in
+different placements. Each section also prints the ratio of medians and of bests.
+
+Where the client and the server run matters. On a small machine a loopback round trip is
+about twice as long when the client and ``redis-server`` run on different cores (a
+cross-core wake-up each way) as when they share one, while our extra work per call stays
+the same, so the ratios move with the scheduler's placement, even within a run. By default
+(``--pin none``) the OS places both, as it would for a user. ``--pin same`` pins the server
+and this process to one core (the shortest round trip, so the largest ratios), ``--pin
+split`` to two different cores; both give steadier figures. Pinning applies to sections 1,
+2 and 4; section 3 always runs unpinned.
+
+This is a script, not a test: it prints and always exits 0 when it ran, slow machine or
+not; a section that fails says "could not measure" and its rows print "-".
+``tests/test_benchmark_redis_run.py`` only checks that it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import importlib.util
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from itertools import repeat
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+NEVER = 10**9  # a threshold no benchmark reaches: short() never trips, never sleeps
+REPO = Path(__file__).resolve().parents[1]
+SERVER_HELPER = REPO / "tests" / "redis_server.py"
+TRIVIAL_LUA = "return 1"
+STATE_FIELDS = ("shorts", "trips", "current", "broken")  # what RedisCircuitStore.read gets
+PROCESSES = 4  # the "many clients" count of section 3
+CHILD_TIMEOUT_S = 60.0  # a client process that does not answer in this long is stuck
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    repeats: int  # timed samples per side, interleaved across sides
+    sample_s: float  # wanted duration of one sample; sets the calls per sample
+    min_calls: int
+    max_calls: int
+    tp_repeats: int  # throughput rounds per (side, processes), interleaved
+    tp_duration_s: float  # how long the clients run in one throughput round
+
+
+FULL = Config(
+    repeats=11, sample_s=0.15, min_calls=200, max_calls=200_000, tp_repeats=7, tp_duration_s=0.5
+)
+QUICK = Config(
+    repeats=3, sample_s=0.02, min_calls=20, max_calls=5_000, tp_repeats=2, tp_duration_s=0.1
+)
+
+
+# -- row labels (tests/test_benchmark_redis_run.py lists them too) ------------------------
+
+SHORT_LABEL = "Circuit.short() vs bare EVALSHA (return 1)"
+BROKEN_LABEL = "BreakingCircuit.broken vs bare GET"
+BREAKER_SHORT_LABEL = "BreakingCircuit.short() vs bare EVALSHA (return 1)"
+SCRIPT_SERVER_LABEL = "bare EVALSHA of store script vs return 1"
+SCRIPT_CLIENT_LABEL = "Circuit.short() vs bare EVALSHA of store script"
+HMGET_SERVER_LABEL = "bare HMGET of 4 fields vs bare GET"
+HMGET_CLIENT_LABEL = "BreakingCircuit.broken vs bare HMGET"
+TP1_LABEL = "short() ops/s vs bare EVALSHA, 1 process"
+TP4_LABEL = f"short() ops/s vs bare EVALSHA, {PROCESSES} processes"
+TP_SCALE_LABEL = f"short() ops/s, {PROCESSES} processes vs 1"
+TP_BARE_SCALE_LABEL = f"bare EVALSHA ops/s, {PROCESSES} processes vs 1"
+ASYNC_LABEL = "await short.asynced()() vs await bare EVALSHA"
+ASYNC_SYNC_LABEL = "await short.asynced()() vs sync short()"
+
+SHORT_LABELS = [
+    SHORT_LABEL,
+    BREAKER_SHORT_LABEL,
+    SCRIPT_SERVER_LABEL,
+    SCRIPT_CLIENT_LABEL,
+]
+BROKEN_LABELS = [BROKEN_LABEL, HMGET_SERVER_LABEL, HMGET_CLIENT_LABEL]
+TP_LABELS = [TP1_LABEL, TP4_LABEL, TP_SCALE_LABEL, TP_BARE_SCALE_LABEL]
+ASYNC_LABELS = [ASYNC_LABEL, ASYNC_SYNC_LABEL]
+# Targets first, then context rows, in section order.
+ORDER = [
+    SHORT_LABEL,
+    BROKEN_LABEL,
+    BREAKER_SHORT_LABEL,
+    SCRIPT_SERVER_LABEL,
+    SCRIPT_CLIENT_LABEL,
+    HMGET_SERVER_LABEL,
+    HMGET_CLIENT_LABEL,
+    TP1_LABEL,
+    TP4_LABEL,
+    TP_SCALE_LABEL,
+    TP_BARE_SCALE_LABEL,
+    ASYNC_LABEL,
+    ASYNC_SYNC_LABEL,
+]
+
+
+# -- result rows --------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the summary: ours against a bare redis-py call."""
+
+    label: str
+    ours: str
+    other: str
+    ratio: float | None  # None: a side could not be measured
+    target: str  # "<= 1.2x", or "info" for context rows
+    met: bool | None = None  # None for context rows
+
+
+@dataclass
+class Side:
+    """One measured thing: ``run(n)`` makes n calls and returns the elapsed nanoseconds."""
+
+    name: str
+    run: Callable[[int], int]
+    calls: int = 0
+    samples: list[float] = field(default_factory=list)  # ns per call
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+
+def fmt_ns(ns: float) -> str:
+    return f"{ns / 1000:,.1f} µs" if ns >= 10_000 else f"{ns / 1000:.2f} µs"
+
+
+def fmt_rate(ops_per_s: float) -> str:
+    return f"{ops_per_s / 1e3:,.1f} k/s"
+
+
+def judge(ratio: float, target: str) -> bool:
+    op, _, bound = target.partition(" ")
+    limit = float(bound.rstrip("x"))
+    return ratio <= limit if op == "<=" else ratio >= limit
+
+
+def compare(label: str, ours: str, other: str, ratio: float | None, target: str) -> Row:
+    met = None if ratio is None or target == "info" else judge(ratio, target)
+    return Row(label, ours, other, ratio, target, met)
+
+
+def paired(ours: list[float], other: list[float]) -> float:
+    """The reported ratio: the median, over the repeats, of ours / other in one repeat."""
+    return statistics.median(a / b for a, b in zip(ours, other, strict=True))
+
+
+def per_call_row(label: str, ours: Side, other: Side, target: str) -> Row:
+    ratio = paired(ours.samples, other.samples)
+    return compare(label, fmt_ns(ours.median), fmt_ns(other.median), ratio, target)
+
+
+def unmeasured(label: str, why: str) -> Row:
+    return Row(label, "-", why, None, "info")
+
+
+# -- measuring ----------------------------------------------------------------------------
+
+
+def paused_gc(run: Callable[[int], int], n: int) -> int:
+    """``run(n)`` with the garbage collector paused, as ``timeit`` does."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return run(n)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def calibrate(side: Side, config: Config) -> None:
+    """Pick the calls per sample so that one sample lasts about ``config.sample_s``.
+    This also warms the side up (connections made, scripts loaded, caches filled)."""
+    n = 50
+    while True:
+        elapsed = paused_gc(side.run, n)
+        if elapsed >= 20_000_000 or n >= config.max_calls:  # 20 ms is enough to estimate
+            break
+        n *= 4
+    wanted = int(config.sample_s * 1e9 * n / max(elapsed, 1))
+    side.calls = max(config.min_calls, min(config.max_calls, wanted))
+    gc.collect()
+
+
+def measure(sides: list[Side], config: Config) -> None:
+    """Interleaved samples: every repeat times each side once, in turn."""
+    for side in sides:
+        calibrate(side, config)
+    for _ in range(config.repeats):
+        for side in sides:
+            elapsed = paused_gc(side.run, side.calls)
+            side.samples.append(elapsed / side.calls)
+            gc.collect()
+
+
+def show_ratio(ours: Side, other: Side) -> None:
+    """The median of the per-repeat ratios (the reported one), the ratio of the medians,
+    and the ratio of the bests (least disturbed by noise)."""
+    print(
+        f"    {ours.name} / {other.name}: {paired(ours.samples, other.samples):.3f}x median "
+        f"per repeat, {ours.median / other.median:.3f}x by medians, "
+        f"{min(ours.samples) / min(other.samples):.3f}x by bests"
+    )
+
+
+def show(sides: list[Side]) -> None:
+    for side in sides:
+        low, high = min(side.samples), max(side.samples)
+        print(
+            f"  {side.name:<44} median {fmt_ns(side.median):>9}"
+            f"   (min {fmt_ns(low)}, max {fmt_ns(high)}, {side.calls:,} calls x "
+            f"{len(side.samples)})"
+        )
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+def load_server_helper() -> Any:
+    """``tests/redis_server.py``, imported by path (the tests' own private-server helper)."""
+    spec = importlib.util.spec_from_file_location("_suitkaise_redis_server", SERVER_HELPER)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {SERVER_HELPER}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Placement:
+    """``--pin``: the CPUs of the server and of this process for the single-client
+    sections (Linux only; elsewhere, or with fewer than two CPUs for "split", nothing is
+    pinned and the header says so)."""
+
+    def __init__(self, mode: str, server_pid: int) -> None:
+        self.mode = mode
+        self.server_pid = server_pid
+        self.cpus: list[int] = (
+            sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        )
+        if (mode != "none" and not self.cpus) or (mode == "split" and len(self.cpus) < 2):
+            self.note = f"--pin {mode} not possible here; not pinned"
+            self.mode = "none"
+        elif mode == "same":
+            self.note = f"--pin same: server and this process on CPU {self.cpus[0]}"
+        elif mode == "split":
+            self.note = (
+                f"--pin split: server on CPU {self.cpus[1]}, this process on CPU {self.cpus[0]}"
+            )
+        else:
+            self.note = "--pin none: the OS places the server and this process"
+
+    def _set(self, server: set[int], here: set[int]) -> None:
+        os.sched_setaffinity(self.server_pid, server)
+        os.sched_setaffinity(0, here)
+
+    def pin(self) -> None:
+        if self.mode == "same":
+            self._set({self.cpus[0]}, {self.cpus[0]})
+        elif self.mode == "split":
+            self._set({self.cpus[1]}, {self.cpus[0]})
+
+    def unpin(self) -> None:
+        if self.mode != "none":
+            self._set(set(self.cpus), set(self.cpus))
+
+
+# -- 1. short() against a bare EVALSHA ----------------------------------------------------
+
+
+def loop_call(call: Callable[[], object], n: int) -> int:
+    """The generic loop, for sides whose expression is a zero-argument call."""
+    t0 = time.perf_counter_ns()
+    for _ in repeat(None, n):
+        call()
+    return time.perf_counter_ns() - t0
+
+
+def bench_short(url: str, config: Config) -> list[Row]:
+    import redis
+
+    from suitkaise import BreakingCircuit, Circuit
+    from suitkaise.circuits.redis import KEY_PREFIX, LUA, RedisStore
+
+    print("\n1. short() without a trip on a RedisStore vs a bare EVALSHA round trip (redis-py)")
+    client = redis.Redis.from_url(url)
+    store = RedisStore(url, name="bench-short")
+    breaker_store = RedisStore(url, name="bench-short-breaking")
+    try:
+        circuit = Circuit(NEVER, store=store)
+        breaker = BreakingCircuit(NEVER, store=breaker_store)
+        trivial = client.script_load(TRIVIAL_LUA)
+        full = client.script_load(LUA)
+        key = KEY_PREFIX + "bench-short"
+
+        def bare(n: int) -> int:
+            t0 = time.perf_counter_ns()
+            for _ in repeat(None, n):
+                client.evalsha(trivial, 0)
+            return time.perf_counter_ns() - t0
+
+        def bare_script(n: int) -> int:
+            # The store's own script on the same key, as Circuit.short() sends it.
+            t0 = time.perf_counter_ns()
+            for _ in repeat(None, n):
+                client.evalsha(full, 1, key, "circuit_short", "")
+            return time.perf_counter_ns() - t0
+
+        def ours(n: int) -> int:
+            t0 = time.perf_counter_ns()
+            for _ in repeat(None, n):
+                circuit.short()
+            return time.perf_counter_ns() - t0
+
+        def ours_breaker(n: int) -> int:
+            t0 = time.perf_counter_ns()
+            for _ in repeat(None, n):
+                breaker.short()
+            return time.perf_counter_ns() - t0
+
+        floor = Side("bare client.evalsha(return 1)", bare)
+        mine = Side("Circuit.short()", ours)
+        script = Side("bare client.evalsha(store script)", bare_script)
+        mine_b = Side("BreakingCircuit.short()", ours_breaker)
+        sides = [floor, mine, script, mine_b]
+        measure(sides, config)
+        show(sides)
+        show_ratio(mine, floor)
+        show_ratio(mine_b, floor)
+        show_ratio(script, floor)
+        show_ratio(mine, script)
+        if circuit.total_trips or breaker.broken:
+            print("  WARNING: a circuit tripped; the figures include a trip")
+    finally:
+        client.close()
+        store.client.close()
+        breaker_store.client.close()
+    return [
+        per_call_row(SHORT_LABEL, mine, floor, "<= 1.2x"),
+        per_call_row(BREAKER_SHORT_LABEL, mine_b, floor, "info"),
+        per_call_row(SCRIPT_SERVER_LABEL, script, floor, "info"),
+        per_call_row(SCRIPT_CLIENT_LABEL, mine, script, "info"),
+    ]
+
+
+# -- 2. broken against a bare GET ---------------------------------------------------------
+
+
+def bench_broken(url: str, config: Config) -> list[Row]:
+    import redis
+
+    from suitkaise import BreakingCircuit
+    from suitkaise.circuits.redis import KEY_PREFIX, RedisStore
+
+    print("\n2. BreakingCircuit.broken on a RedisStore vs a bare GET round trip (redis-py)")
+    client = redis.Redis.from_url(url)
+    store = RedisStore(url, name="bench-broken")
+    try:
+        breaker = BreakingCircuit(NEVER, store=store)
+        plain = "suitkaise-bench:plain"
+        client.set(plain, b"0")
+        key = KEY_PREFIX + "bench-broken"
+
+        def bare_get(n: int) -> int:
+            t0 = time.perf_counter_ns()
+            for _ in repeat(None, n):
+                client.get(plain)
+            return time.perf_counter_ns() - t0
+
+        def bare_hmget(n: int) -> int:
+            t0 = time.perf_counter_ns()
+            for _ in repeat(None, n):
+                client.hmget(key, STATE_FIELDS)
+            return time.perf_counter_ns() - t0
+
+        def ours(n: int) -> int:
+            t0 = time.perf_counter_ns()
+            for _ in repeat(None, n):
+                breaker.broken  # noqa: B018 (the property read is what is timed)
+            return time.perf_counter_ns() - t0
+
+        floor = Side("bare client.get(key)", bare_get)
+        mine = Side("BreakingCircuit.broken", ours)
+        hmget = Side("bare client.hmget(circuit key, 4 fields)", bare_hmget)
+        sides = [floor, mine, hmget]
+        measure(sides, config)
+        show(sides)
+        show_ratio(mine, floor)
+        show_ratio(hmget, floor)
+        show_ratio(mine, hmget)
+    finally:
+        client.close()
+        store.client.close()
+    return [
+        per_call_row(BROKEN_LABEL, mine, floor, "<= 1.2x"),
+        per_call_row(HMGET_SERVER_LABEL, hmget, floor, "info"),
+        per_call_row(HMGET_CLIENT_LABEL, mine, hmget, "info"),
+    ]
+
+
+# -- 3. throughput with 1 and 4 client processes ------------------------------------------
+# A client process builds its own circuit (same name in every process, so the same key)
+# and its own bare client, warms both up, says "ready", then runs rounds on command.
+
+
+def client_process(conn: Connection, url: str, name: str) -> None:
+    import signal
+
+    import redis
+
+    from suitkaise import Circuit
+    from suitkaise.circuits.redis import RedisStore
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, also on Ctrl-C
+    client = redis.Redis.from_url(url)
+    store = RedisStore(url, name=name)
+    try:
+        circuit = Circuit(NEVER, store=store)
+        sha = client.script_load(TRIVIAL_LUA)
+
+        def run_short(deadline: float) -> int:
+            count = 0
+            clock = time.monotonic
+            while clock() < deadline:
+                circuit.short()
+                count += 1
+            return count
+
+        def run_bare(deadline: float) -> int:
+            count = 0
+            clock = time.monotonic
+            while clock() < deadline:
+                client.evalsha(sha, 0)
+                count += 1
+            return count
+
+        loops = {"short": run_short, "bare": run_bare}
+        for run in loops.values():  # warm-up
+            run(time.monotonic() + 0.05)
+        conn.send("ready")
+        while True:
+            try:
+                command = conn.recv()
+            except EOFError:  # the parent is gone
+                return
+            if command is None:
+                return
+            kind, start_at, duration = command
+            delay = start_at - time.monotonic()
+            if delay > 0.002:
+                time.sleep(delay - 0.002)
+            while time.monotonic() < start_at:
+                pass
+            gc.disable()
+            try:
+                count = loops[kind](start_at + duration)
+            finally:
+                gc.enable()
+            conn.send((count, time.monotonic()))
+    finally:
+        client.close()
+        store.client.close()
+        conn.close()
+
+
+class ClientProcesses:
+    """``PROCESSES`` client processes, started (spawn) and warmed up once, stopped by
+    ``close()`` (a stop message, then join; terminate if one does not exit)."""
+
+    def __init__(self, url: str, name: str, count: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.members: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+        try:
+            for _ in range(count):
+                parent_end, child_end = context.Pipe()
+                process = context.Process(
+                    target=client_process, args=(child_end, url, name), daemon=True
+                )
+                process.start()
+                child_end.close()
+                self.members.append((process, parent_end))
+            for member, conn in self.members:
+                self._receive(member, conn)  # "ready"
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _receive(process: multiprocessing.process.BaseProcess, conn: Connection) -> Any:
+        if not conn.poll(CHILD_TIMEOUT_S):
+            raise RuntimeError(f"client process {process.pid} did not answer")
+        return conn.recv()
+
+    def rate(self, kind: str, processes: int, duration: float) -> float:
+        """Total calls per second of ``processes`` clients running ``kind`` together."""
+        members = self.members[:processes]
+        start_at = time.monotonic() + 0.05
+        for _, conn in members:
+            conn.send((kind, start_at, duration))
+        replies = [self._receive(process, conn) for process, conn in members]
+        calls: int = sum(count for count, _ in replies)
+        end: float = max(finished for _, finished in replies)
+        return calls / (end - start_at)
+
+    def close(self) -> None:
+        for _, conn in self.members:
+            with contextlib.suppress(OSError):  # already gone
+                conn.send(None)
+        for process, conn in self.members:
+            process.join(10)
+            if process.is_alive():
+                process.terminate()
+                process.join(5)
+            conn.close()
+        self.members = []
+
+
+def bench_throughput(url: str, config: Config) -> list[Row]:
+    print(
+        f"\n3. Throughput of short() with 1 and {PROCESSES} client processes (one circuit "
+        f"name), total ops/s; bare EVALSHA (return 1) as context; {config.tp_duration_s:g} s "
+        "per round"
+    )
+    clients = ClientProcesses(url, "bench-throughput", PROCESSES)
+    keys = [(kind, n) for n in (1, PROCESSES) for kind in ("bare", "short")]
+    rates: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
+    try:
+        for _ in range(config.tp_repeats):
+            for kind, processes in keys:
+                rates[kind, processes].append(clients.rate(kind, processes, config.tp_duration_s))
+    finally:
+        clients.close()
+    med = {key: statistics.median(values) for key, values in rates.items()}
+    names = {"bare": "bare client.evalsha(return 1)", "short": "Circuit.short()"}
+    for (kind, processes), values in rates.items():
+        print(
+            f"  {names[kind]:<30} {processes} process{'es' if processes > 1 else '  '}  "
+            f"median {fmt_rate(med[kind, processes]):>11}   (min {fmt_rate(min(values))}, "
+            f"max {fmt_rate(max(values))}, {len(values)} rounds)"
+        )
+
+    def row(label: str, a: tuple[str, int], b: tuple[str, int]) -> Row:
+        ratio = paired(rates[a], rates[b])
+        return compare(label, fmt_rate(med[a]), fmt_rate(med[b]), ratio, "info")
+
+    many = PROCESSES
+    return [
+        row(TP1_LABEL, ("short", 1), ("bare", 1)),
+        row(TP4_LABEL, ("short", many), ("bare", many)),
+        row(TP_SCALE_LABEL, ("short", many), ("short", 1)),
+        row(TP_BARE_SCALE_LABEL, ("bare", many), ("bare", 1)),
+    ]
+
+
+# -- 4. the async twin --------------------------------------------------------------------
+
+
+def bench_async(url: str, config: Config) -> list[Row]:
+    import redis.asyncio
+
+    from suitkaise import Circuit
+    from suitkaise.circuits.redis import RedisStore
+
+    print(
+        "\n4. await c.short.asynced()() vs await of a bare EVALSHA (redis.asyncio), one "
+        "event loop; sync c.short() in the same rounds"
+    )
+    loop = asyncio.new_event_loop()
+    aclient = redis.asyncio.Redis.from_url(url)
+    store = RedisStore(url, name="bench-async")
+    circuit = Circuit(NEVER, store=store)
+    try:
+        sha = loop.run_until_complete(aclient.script_load(TRIVIAL_LUA))
+
+        async def bare(n: int) -> int:
+            t0 = time.perf_counter_ns()
+            for _ in repeat(None, n):
+                await aclient.evalsha(sha, 0)
+            return time.perf_counter_ns() - t0
+
+        async def ours(n: int) -> int:
+            t0 = time.perf_counter_ns()
+            for _ in repeat(None, n):
+                await circuit.short.asynced()()
+            return time.perf_counter_ns() - t0
+
+        def on_loop(make: Callable[[int], Coroutine[Any, Any, int]]) -> Callable[[int], int]:
+            # These coroutines do real I/O, so each sample is driven by the loop; the clock
+            # is read inside the coroutine, so the loop's start-up is not timed.
+            return lambda n: loop.run_until_complete(make(n))
+
+        def sync(n: int) -> int:
+            t0 = time.perf_counter_ns()
+            for _ in repeat(None, n):
+                circuit.short()
+            return time.perf_counter_ns() - t0
+
+        floor = Side("await aclient.evalsha(return 1)", on_loop(bare))
+        mine = Side("await c.short.asynced()()", on_loop(ours))
+        blocking = Side("c.short() (sync)", sync)
+        sides = [floor, mine, blocking]
+        measure(sides, config)
+        show(sides)
+        show_ratio(mine, floor)
+        show_ratio(mine, blocking)
+    finally:
+        try:
+            loop.run_until_complete(aclient.aclose())
+            # The store's own asyncio clients (one per event loop, made on the first
+            # asynced() call in it): closed here, before their loop is.
+            for script in list(getattr(circuit._store, "_async_scripts", {}).values()):
+                loop.run_until_complete(script.registered_client.aclose())
+        finally:
+            loop.close()
+            store.client.close()
+    return [
+        per_call_row(ASYNC_LABEL, mine, floor, "info"),
+        per_call_row(ASYNC_SYNC_LABEL, mine, blocking, "info"),
+    ]
+
+
+# -- summary -----------------------------------------------------------------------------
+
+
+def guarded(section: Callable[[], list[Row]], labels: list[str]) -> list[Row]:
+    """Run a section; if it fails, say so and give its rows as unmeasured (exit stays 0)."""
+    try:
+        return section()
+    except Exception:
+        traceback.print_exc()
+        print(f"  could not measure: {', '.join(labels)}")
+        return [unmeasured(label, "failed, see above") for label in labels]
+
+
+def print_table(rows: list[Row]) -> None:
+    headers = ("operation", "ours", "bare redis-py", "ratio", "target", "met?")
+    cells = [
+        (
+            row.label,
+            row.ours,
+            row.other,
+            "-" if row.ratio is None else f"{row.ratio:.2f}x",
+            row.target,
+            "-" if row.met is None else ("yes" if row.met else "NO"),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in [headers, *cells]) for i in range(len(headers))]
+
+    def line(values: tuple[str, ...]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
+
+    print(line(headers))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for values in cells:
+        print(line(values))
+
+
+def no_server(error: Exception) -> list[Row]:
+    print(f"\nNo Redis server: {error}")
+    print(f"  could not measure: {', '.join(ORDER)}")
+    return [unmeasured(label, "no redis-server") for label in ORDER]
+
+
+def run_all(config: Config, pin: str) -> list[Row]:
+    """Start the private server, run every section against it, stop it (always)."""
+    try:
+        server = load_server_helper().RedisServer()
+    except Exception as error:
+        return no_server(error)
+    rows: list[Row] = []
+    try:
+        try:
+            server.start()
+        except Exception as error:
+            return no_server(error)
+        placement = Placement(pin, server.process.pid)
+        print(f"private redis-server on 127.0.0.1:{server.port} (no persistence)")
+        print(f"placement: {placement.note}")
+        placement.pin()
+        rows += guarded(lambda: bench_short(server.url, config), SHORT_LABELS)
+        rows += guarded(lambda: bench_broken(server.url, config), BROKEN_LABELS)
+        placement.unpin()  # the client processes (which inherit it) and the server roam
+        rows += guarded(lambda: bench_throughput(server.url, config), TP_LABELS)
+        placement.pin()
+        rows += guarded(lambda: bench_async(server.url, config), ASYNC_LABELS)
+        placement.unpin()
+    finally:
+        process = server.process
+        server.close()
+        if process is not None and process.poll() is None:
+            print(f"\nProcesses left behind: redis-server {process.pid}")
+    left = multiprocessing.active_children()
+    if left:
+        print(f"\nProcesses left behind: {left}")
+    by_label = {row.label: row for row in rows}
+    return [by_label[label] for label in ORDER if label in by_label]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fast smoke run (~5 s)")
+    parser.add_argument(
+        "--pin",
+        choices=("none", "same", "split"),
+        default="none",
+        help="pin the server and this process to one core (same) or two (split); "
+        "default: none, the OS places them",
+    )
+    args = parser.parse_args(argv)
+    from suitkaise import __version__
+
+    have_redis = importlib.util.find_spec("redis") is not None
+    if not have_redis:
+        client = "redis-py not installed (pip install 'suitkaise[redis]')"
+    else:
+        import redis
+
+        client = f"redis-py {redis.__version__}"
+        if importlib.util.find_spec("hiredis"):
+            client += " with hiredis"
+        else:
+            client += " (pure-Python parser, no hiredis)"
+    config = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    print(
+        f"suitkaise {__version__} Redis store benchmarks ({'quick' if args.quick else 'full'} "
+        f"run): Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; {client}; "
+        f"{config.repeats} interleaved samples per side, medians"
+    )
+    if hasattr(os, "getloadavg"):
+        print(f"load average at start: {os.getloadavg()[0]:.2f} (above ~0.5, expect noise)")
+    try:
+        if not have_redis:
+            print(f"  could not measure: {', '.join(ORDER)}")
+            rows = [unmeasured(label, "no redis-py") for label in ORDER]
+        else:
+            rows = run_all(config, args.pin)
+    except KeyboardInterrupt:
+        print("\nInterrupted; the server and the client processes were stopped.")
+        return 130
+    print(f"\nSummary ({time.perf_counter() - started:.1f} s):\n")
+    print_table(rows)
+    print(
+        "\nours, bare: medians; ratio: median over the repeats of ours / bare measured side by "
+        "side\n(for ops/s rows, above 1 means more calls per second)"
+    )
+    missed = [row.label for row in rows if row.met is False]
+    print(f"\nTargets missed: {', '.join(missed)}" if missed else "\nAll targets met.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
