@@ -658,8 +658,8 @@ def _kill_hammering_children(
         time.sleep(rng.uniform(0.0, 0.02))
         active_kills += counts[victim] > 0
         children.kill(process)
-    for _, process in alive:
-        active_kills += 1
+    for index, process in alive:
+        active_kills += counts[index] > 0
         children.kill(process)
     return sum(counts), active_kills
 
@@ -992,3 +992,38 @@ def test_stop_while_a_child_writes_drops_no_completed_write(children: Children) 
         assert done.value <= final <= done.value + errors.value
     finally:
         share.stop(timeout=2.0)
+
+
+def test_stop_honours_its_timeout_while_a_call_runs_at_the_coordinator() -> None:
+    """``stop(timeout)``: "Returns True if the coordinator stopped cleanly within timeout
+    seconds (it is killed otherwise)". A method of a shared object that runs for long (or
+    never returns) must not make ``stop()`` wait for it: nothing hangs."""
+    share = Share()
+    try:
+        share.sleeper = Sleeper()
+        flag = Path(share._sk.directory) / "napping"
+        outcome: list[str] = []
+
+        def call() -> None:
+            try:
+                share.sleeper.nap(str(flag), 4.0)
+                outcome.append("returned")
+            except ShareError:
+                outcome.append("ShareError")
+            except BaseException as error:
+                outcome.append(f"{type(error).__name__}: {error}")
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        _wait_for(lambda: flag.exists() or bool(outcome), WAIT, "the long call to start")
+        assert not outcome, outcome
+        started = time.monotonic()
+        clean = _within(10.0, lambda: share.stop(timeout=0.5), "stop(timeout=0.5)")
+        took = time.monotonic() - started
+        assert took < 0.5 + 1.5, f"stop(timeout=0.5) took {took:.2f} s (returned {clean})"
+        assert clean is False
+        assert share.is_running is False
+        caller.join(UNBLOCKED)
+        assert not caller.is_alive(), "the call in progress hung after stop()"
+    finally:
+        share.stop(timeout=1.0)

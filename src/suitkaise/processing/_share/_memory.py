@@ -147,25 +147,26 @@ class Segment:
 
 
 _segments: dict[str, Segment] = {}
-_segments_guard = threading.Lock()
 
 
 def segment_at(path: str) -> Segment:
     """This process's mapping of ``path`` (one per process, shared by every store)."""
     segment = _segments.get(path)
     if segment is None:
-        with _segments_guard:
-            segment = _segments.get(path)
-            if segment is None:
-                segment = _segments[path] = Segment(path)
+        # No lock held while mapping: a garbage collection during the mapping can run a
+        # Share's finalizer, which calls forget_segment() in this very thread. setdefault
+        # is atomic, so two threads racing here agree on one mapping.
+        mapped = Segment(path)
+        segment = _segments.setdefault(path, mapped)
+        if segment is not mapped:
+            mapped.close()
     return segment
 
 
 def forget_segment(path: str) -> None:
     """Forget this process's mapping of ``path`` (its Share is gone). The mapping itself
     goes when nothing uses it any more: a circuit read from the Share may outlive it."""
-    with _segments_guard:
-        _segments.pop(path, None)
+    _segments.pop(path, None)
 
 
 class SharedCircuitStore:

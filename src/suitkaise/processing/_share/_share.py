@@ -139,10 +139,17 @@ class _Link:
         connection: Connection = local.connection
         return connection
 
-    def request(self, *request: Any) -> tuple[Any, ...]:
+    def request(self, *request: Any, timeout: float | None = None) -> tuple[Any, ...]:
         connection = self.connection()
         try:
             connection.send_bytes(pickle.dumps(request, protocol=5))
+            if timeout is not None and not connection.poll(timeout):
+                # The connection is out of step now (the reply may still come): drop it.
+                self.local.connection = None
+                raise ShareError(
+                    f"this Share's coordinator did not answer {request[0]!r} within "
+                    f"{timeout:g} s"
+                )
             reply: tuple[Any, ...] = pickle.loads(connection.recv_bytes())
         except (EOFError, OSError) as error:
             self.local.connection = None
@@ -248,15 +255,18 @@ def _stop(link: _Link, timeout: float) -> bool:
         return True
     link.running.process = None
     clean = True
+    deadline = time.monotonic() + timeout
     try:
         # One request: the snapshot is taken and the coordinator stops serving under one
-        # lock, so no write can be acknowledged after the snapshot and then be lost.
-        link.snapshot = link.request("stop")[1]
+        # lock, so no write can be acknowledged after the snapshot and then be lost. A call
+        # still running at the coordinator (a slow method) holds that lock: the timeout
+        # bounds the wait, and the coordinator is killed after it.
+        link.snapshot = link.request("stop", timeout=timeout)[1]
     except ShareError:
         clean = False
     link.stopped = True
     link.local.connection = None
-    process.join(timeout)
+    process.join(max(0.0, deadline - time.monotonic()))
     if process.is_alive():
         process.kill()
         process.join()
@@ -308,8 +318,12 @@ class Share:
         """
         link = self._sk
         self._sk_owner_only("start")
-        if link.running.process is not None:
-            return
+        previous = link.running.process
+        if previous is not None:
+            if previous.is_alive():
+                return
+            previous.join()  # it died: start a fresh one (with whatever was last snapshotted)
+            link.running.process = None
         context = self.__dict__.get("_sk_context") or multiprocessing.get_context()
         # The socket is bound here and handed over, so nobody waits for the coordinator to
         # come up: connections queue in the backlog until it accepts them (and fail with
