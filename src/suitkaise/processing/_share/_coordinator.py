@@ -24,7 +24,9 @@ from typing import Any
 
 from ...circuits import Settings
 from .._orphan import exit_with_parent
+from .._skprocess import _dumps
 from ._memory import HEARTBEAT_WORD, Segment
+from ._proxies import INPLACE
 
 __all__ = ["HEARTBEAT_SECONDS", "serve"]
 
@@ -35,28 +37,10 @@ HEARTBEAT_SECONDS = 0.1
 # here and is reached through a proxy.
 BY_VALUE = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset, range)
 
+# The in-place operators a read value or a proxy may forward (see _proxies.INPLACE).
 _INPLACE: dict[str, Callable[[Any, Any], Any]] = {
-    "__iadd__": operator.iadd,
-    "__isub__": operator.isub,
-    "__imul__": operator.imul,
-    "__itruediv__": operator.itruediv,
-    "__ifloordiv__": operator.ifloordiv,
-    "__imod__": operator.imod,
-    "__ipow__": operator.ipow,
-    "__ilshift__": operator.ilshift,
-    "__irshift__": operator.irshift,
-    "__iand__": operator.iand,
-    "__ixor__": operator.ixor,
-    "__ior__": operator.ior,
-    "__imatmul__": operator.imatmul,
+    method: getattr(operator, method[2:-2]) for method in INPLACE
 }
-
-
-def _dumps(obj: object) -> bytes:
-    import cloudpickle
-
-    data: bytes = cloudpickle.dumps(obj)
-    return data
 
 
 class _Coordinator:

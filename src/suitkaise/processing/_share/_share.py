@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ...circuits import BreakingCircuit, Circuit
 from ...circuits._circuit import _CircuitBase
 from .._errors import ShareError
+from .._skprocess import _dumps
 from ._coordinator import serve
 from ._memory import (
     GENERATION_WORD,
@@ -50,13 +51,6 @@ _CIRCUIT_KINDS: dict[str, type[_CircuitBase]] = {
     "Circuit": Circuit,
     "BreakingCircuit": BreakingCircuit,
 }
-
-
-def _dumps(obj: object) -> bytes:
-    import cloudpickle
-
-    data: bytes = cloudpickle.dumps(obj)
-    return data
 
 
 def _private_directory() -> str:
