@@ -25,13 +25,20 @@ from typing import Any
 from ...circuits import Settings
 from .._orphan import exit_with_parent
 from .._skprocess import _dumps
-from ._memory import HEARTBEAT_WORD, Segment
+from ._memory import CROWDED_WORD, HEARTBEAT_WORD, Segment
 from ._proxies import INPLACE
+from ._wire import Wire
 
 __all__ = ["HEARTBEAT_SECONDS", "serve"]
 
 HEARTBEAT_SECONDS = 0.1
 """How often the coordinator refreshes its heartbeat in the shared memory (seconds)."""
+
+CROWD_GAP_SECONDS = 0.001
+"""Requests from two connections this close together: several clients are busy (seconds)."""
+
+CROWD_HOLD_SECONDS = 0.02
+"""How long the coordinator stays crowded after the last such pair (seconds)."""
 
 # Immutable values are sent back by value (and cached by readers); anything else stays
 # here and is reached through a proxy.
@@ -54,6 +61,27 @@ class _Coordinator:
             (entry[3] for entry in self.names.values() if entry[0] == "circuit"), default=-1
         )
         self.stopping = threading.Event()
+        # Who called last, and when: requests from different connections close together
+        # mean several clients are busy, and spinning would take the CPU from the work.
+        self.last_caller: object = None
+        self.last_call = 0.0
+        self.crowded = False
+        self.crowded_until = 0.0
+
+    def note_caller(self, wire: object, now: float) -> None:
+        """A request from ``wire`` arrived at ``now`` (``time.perf_counter()``)."""
+        # Unlocked on purpose: a lost update only delays a switch of the spinning policy.
+        if wire is not self.last_caller:
+            if now - self.last_call < CROWD_GAP_SECONDS:
+                self.crowded_until = now + CROWD_HOLD_SECONDS
+                if not self.crowded:
+                    self.crowded = True
+                    self.segment.words[CROWDED_WORD] = 1
+            self.last_caller = wire
+        elif self.crowded and now > self.crowded_until:
+            self.crowded = False
+            self.segment.words[CROWDED_WORD] = 0
+        self.last_call = now
 
     # -- requests -----------------------------------------------------------------
 
@@ -156,32 +184,46 @@ class _Coordinator:
 
     # -- connections ----------------------------------------------------------------
 
-    def serve_connection(self, connection: Connection, authkey: bytes | None) -> None:
+    def serve_connection(self, sock: socket.socket, authkey: bytes | None) -> None:
         """Serve one client; ``authkey`` None: a connection that needs no handshake."""
-        with connection:
+        with sock:
             # The handshake runs here, not in the accept loop, so a client that connects
             # and then stalls or sends garbage holds up nobody but itself.
-            try:
-                if authkey is not None:
-                    deliver_challenge(connection, authkey)
-                    answer_challenge(connection, authkey)
-            except Exception:
+            if authkey is not None and not _handshake(sock, authkey):
                 return
+            wire = Wire(sock)
+            sent = time.perf_counter()
             while not self.stopping.is_set():
                 try:
-                    request = pickle.loads(connection.recv_bytes())
+                    payload = wire.receive(sent, not self.crowded)
                 except (EOFError, OSError):
                     return
+                self.note_caller(wire, time.perf_counter())
                 try:
-                    reply = self.handle(request)
+                    reply = self.handle(pickle.loads(payload))
                 except _Gone as gone:
                     reply = ("gone", gone.args[0])
                 except BaseException as error:  # the caller gets its own exception back
                     reply = ("raise", _portable_error(error))
                 try:
-                    connection.send_bytes(pickle.dumps(reply, protocol=5))
-                except (OSError, ValueError):
+                    wire.send(pickle.dumps(reply, protocol=5))
+                except OSError:
                     return
+                sent = time.perf_counter()
+
+
+def _handshake(sock: socket.socket, authkey: bytes) -> bool:
+    """``multiprocessing.connection``'s HMAC challenge, both ways, on a copy of the socket's
+    file descriptor (the frames that follow are the Wire's own)."""
+    connection = Connection(os.dup(sock.fileno()))
+    try:
+        deliver_challenge(connection, authkey)
+        answer_challenge(connection, authkey)
+    except Exception:
+        return False
+    finally:
+        connection.close()
+    return True
 
 
 class _Gone(Exception):
@@ -232,13 +274,9 @@ def serve(
                     return
                 continue
             # _thread: threading.Thread.start() would wait for the thread to be scheduled.
-            _thread.start_new_thread(
-                coordinator.serve_connection, (Connection(client.detach()), authkey)
-            )
+            _thread.start_new_thread(coordinator.serve_connection, (client, authkey))
 
-    _thread.start_new_thread(
-        coordinator.serve_connection, (Connection(owner_connection.detach()), None)
-    )
+    _thread.start_new_thread(coordinator.serve_connection, (owner_connection, None))
     _thread.start_new_thread(accept_forever, ())
     segment.doubles[HEARTBEAT_WORD] = time.monotonic()
     while not coordinator.stopping.wait(HEARTBEAT_SECONDS):

@@ -6,7 +6,9 @@ Layout, in 8-byte words (little-endian, aligned):
 - word 0: magic; word 1: version of the name table (bumped by the coordinator whenever a
   name is assigned, deleted, or an immutable value changes); word 2: the coordinator's
   heartbeat (a double, ``time.monotonic()``, which is system-wide); word 3: the generation,
-  bumped by each (re)start of the coordinator; words 4-7: reserved.
+  bumped by each (re)start of the coordinator; word 4: 1 while the coordinator is serving
+  several clients at once (they then sleep rather than spin for replies, see ``_wire``);
+  words 5-7: reserved.
 - from word 8, one slot of 16 words per circuit: ``active`` (0 or 1), then two copies of
   the state, each ``seq, times_shorted, total_trips, current_sleep_time (double), broken``.
 
@@ -31,9 +33,15 @@ from ...circuits import Settings
 from ...circuits._transitions import State, Transition
 
 __all__ = [
+    "CROWDED_WORD",
     "GENERATION_WORD",
     "HEARTBEAT_WORD",
-    "VERSION_WORD", "Segment", "SharedCircuitStore", "forget_segment", "segment_at"]
+    "VERSION_WORD",
+    "Segment",
+    "SharedCircuitStore",
+    "forget_segment",
+    "segment_at",
+]
 
 MAGIC = 0x5355_4954_4B41_4953  # "SUITKAIS"
 HEADER_WORDS = 8
@@ -42,6 +50,7 @@ COPY_WORDS = 5
 VERSION_WORD = 1
 HEARTBEAT_WORD = 2  # a double: the coordinator's time.monotonic(), refreshed every 0.1 s
 GENERATION_WORD = 3  # bumped at each (re)start: connections made earlier are stale
+CROWDED_WORD = 4  # 1 while several clients call the coordinator at once
 
 
 def segment_size(slots: int) -> int:

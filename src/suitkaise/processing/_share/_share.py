@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import weakref
-from multiprocessing.connection import Client, Connection
+from multiprocessing.connection import Client
 from typing import TYPE_CHECKING, Any
 
 from ...circuits import BreakingCircuit, Circuit
@@ -26,6 +26,7 @@ from .._errors import ShareError
 from .._skprocess import _dumps
 from ._coordinator import serve
 from ._memory import (
+    CROWDED_WORD,
     GENERATION_WORD,
     HEARTBEAT_WORD,
     VERSION_WORD,
@@ -35,6 +36,7 @@ from ._memory import (
     segment_at,
 )
 from ._proxies import SharedObject, pending_update, wrap_value
+from ._wire import Wire
 
 if TYPE_CHECKING:
     from .._skprocess import Context
@@ -108,7 +110,7 @@ class _Link:
     def segment(self) -> Segment:
         return segment_at(self.memory_path)
 
-    def connection(self) -> Connection:
+    def connection(self) -> Wire:
         local = self.local
         generation = self.words[GENERATION_WORD]
         if (
@@ -122,29 +124,39 @@ class _Link:
         if local.connection is None:
             if self.stopped:
                 raise ShareError("this Share was stopped; call share.start() to use it again")
-            try:
-                local.connection = Client(self.address, family="AF_UNIX", authkey=self.authkey)
-            except (OSError, EOFError) as error:
-                raise ShareError(
-                    f"cannot reach this Share's coordinator at {self.address}: {error}. "
-                    "It has stopped or died (the process that created the Share may have "
-                    "exited)."
-                ) from None
-        connection: Connection = local.connection
-        return connection
+            local.connection = self.connect()
+        wire: Wire = local.connection
+        return wire
+
+    def connect(self) -> Wire:
+        try:
+            # multiprocessing's client does the HMAC handshake; the frames after it are
+            # the Wire's, on the same socket.
+            connection = Client(self.address, family="AF_UNIX", authkey=self.authkey)
+        except (OSError, EOFError) as error:
+            raise ShareError(
+                f"cannot reach this Share's coordinator at {self.address}: {error}. "
+                "It has stopped or died (the process that created the Share may have "
+                "exited)."
+            ) from None
+        with connection:
+            return Wire(socket.socket(fileno=os.dup(connection.fileno())))
 
     def request(self, *request: Any, timeout: float | None = None) -> tuple[Any, ...]:
-        connection = self.connection()
+        wire = self.connection()
         try:
-            connection.send_bytes(pickle.dumps(request, protocol=5))
-            if timeout is not None and not connection.poll(timeout):
-                # The connection is out of step now (the reply may still come): drop it.
-                self.local.connection = None
-                raise ShareError(
-                    f"this Share's coordinator did not answer {request[0]!r} within "
-                    f"{timeout:g} s"
-                )
-            reply: tuple[Any, ...] = pickle.loads(connection.recv_bytes())
+            wire.send(pickle.dumps(request, protocol=5))
+            # No spinning while the coordinator serves several clients (see _wire).
+            spin = not self.words[CROWDED_WORD]
+            reply: tuple[Any, ...] = pickle.loads(
+                wire.receive(time.perf_counter(), spin, timeout)
+            )
+        except TimeoutError:
+            # The connection is out of step now (the reply may still come): drop it.
+            self.local.connection = None
+            raise ShareError(
+                f"this Share's coordinator did not answer {request[0]!r} within {timeout:g} s"
+            ) from None
         except (EOFError, OSError) as error:
             self.local.connection = None
             raise ShareError(
@@ -352,7 +364,7 @@ class Share:
         link.running.process = process
         generation = link.words[GENERATION_WORD] + 1
         link.words[GENERATION_WORD] = generation  # connections made before are stale
-        link.local.connection = Connection(mine.detach())
+        link.local.connection = Wire(mine)
         link.local.pid = os.getpid()
         link.local.generation = generation
         link.stopped = False

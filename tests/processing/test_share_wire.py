@@ -1,0 +1,255 @@
+"""The Share's wire: frames, end of stream, timeouts, and when a wait spins.
+
+The spinning policy decides speed, not results, so these tests check the decisions
+themselves: which waits poll the socket, and when the coordinator says it is crowded.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from suitkaise.processing._share import _coordinator, _wire
+from suitkaise.processing._share._memory import CROWDED_WORD, Segment
+from suitkaise.processing._share._wire import SPIN_SECONDS, Wire
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Wire, Wire]]:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    a, b = Wire(left), Wire(right)
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 65_535, 65_536, 65_537, 3 * 1024 * 1024 + 5])
+def test_a_frame_arrives_whole_and_alone(pair: tuple[Wire, Wire], size: int) -> None:
+    a, b = pair
+    payload = os.urandom(size)
+    # A large frame does not fit in the socket's buffer: send it from another thread.
+    sender = threading.Thread(target=a.send, args=(payload,))
+    sender.start()
+    assert b.receive(time.perf_counter(), False, timeout=10.0) == payload
+    sender.join()
+    a.send(b"next")
+    assert b.receive(time.perf_counter(), False, timeout=10.0) == b"next"
+
+
+def test_frames_go_both_ways_in_turn(pair: tuple[Wire, Wire]) -> None:
+    a, b = pair
+    for number in range(200):
+        a.send(b"request %d" % number)
+        assert b.receive(time.perf_counter(), True) == b"request %d" % number
+        b.send(b"reply %d" % number)
+        assert a.receive(time.perf_counter(), True) == b"reply %d" % number
+
+
+def test_a_closed_peer_is_end_of_stream(pair: tuple[Wire, Wire]) -> None:
+    a, b = pair
+    a.close()
+    with pytest.raises(EOFError):
+        b.receive(time.perf_counter(), True)
+
+
+def test_a_peer_closing_in_the_middle_of_a_frame_is_end_of_stream(
+    pair: tuple[Wire, Wire],
+) -> None:
+    a, b = pair
+    a.sock.sendall((100).to_bytes(8, "big") + b"only ten b")
+    a.close()
+    with pytest.raises(EOFError, match="middle"):
+        b.receive(time.perf_counter(), False)
+
+
+def test_two_frames_at_once_are_refused_as_out_of_step(pair: tuple[Wire, Wire]) -> None:
+    a, b = pair
+    a.sock.sendall((2).to_bytes(8, "big") + b"ab" + (2).to_bytes(8, "big") + b"cd")
+    time.sleep(0.05)  # both frames are in the buffer before the first read
+    with pytest.raises(EOFError, match="out of step"):
+        b.receive(time.perf_counter(), False)
+
+
+def test_a_timeout_bounds_the_wait(pair: tuple[Wire, Wire]) -> None:
+    _, b = pair
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        b.receive(time.perf_counter(), True, timeout=0.2)
+    assert 0.15 < time.monotonic() - started < 5.0
+
+
+class _CountingSocket:
+    """A socket stand-in that counts non-blocking polls, and answers after ``delay``."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.polls = 0
+
+    def setblocking(self, flag: bool) -> None:
+        self.real.setblocking(flag)
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        if flags & socket.MSG_DONTWAIT:
+            self.polls += 1
+        return self.real.recv(size, flags)
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def close(self) -> None:
+        self.real.close()
+
+
+@pytest.fixture
+def counting() -> Iterator[tuple[socket.socket, Wire, _CountingSocket]]:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    counter = _CountingSocket(right)
+    wire = Wire(counter)  # type: ignore[arg-type]
+    yield left, wire, counter
+    left.close()
+    right.close()
+
+
+def _answer_after(sock: socket.socket, delay: float, payload: bytes = b"x") -> threading.Thread:
+    def answer() -> None:
+        time.sleep(delay)
+        sock.sendall(len(payload).to_bytes(8, "big") + payload)
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    return thread
+
+
+def test_a_slow_answer_stops_the_spinning_and_a_fast_one_restarts_it(
+    counting: tuple[socket.socket, Wire, _CountingSocket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_wire, "_SPIN_ALLOWED", True)
+    peer, wire, sock = counting
+    wire.hot = True
+    # Slow: the wait polls for SPIN_SECONDS, then sleeps; the next wait does not poll.
+    thread = _answer_after(peer, 0.05)
+    assert wire.receive(time.perf_counter(), True) == b"x"
+    thread.join()
+    assert sock.polls >= 1
+    assert wire.hot is False
+    sock.polls = 0
+    peer.sendall((1).to_bytes(8, "big") + b"y")  # already there: a fast answer
+    assert wire.receive(time.perf_counter(), True) == b"y"
+    assert sock.polls == 0  # not hot: it went straight to recv
+    assert wire.hot is True  # ... but the answer was fast: spin next time
+    peer.sendall((1).to_bytes(8, "big") + b"z")
+    assert wire.receive(time.perf_counter(), True) == b"z"
+    assert sock.polls == 1
+
+
+def test_no_spinning_when_told_not_to_or_on_one_cpu(
+    counting: tuple[socket.socket, Wire, _CountingSocket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer, wire, sock = counting
+    wire.hot = True
+    thread = _answer_after(peer, 0.01)
+    assert wire.receive(time.perf_counter(), False) == b"x"  # crowded: do not spin
+    thread.join()
+    assert sock.polls == 0
+    monkeypatch.setattr(_wire, "_SPIN_ALLOWED", False)  # one CPU: never spin
+    wire.hot = True
+    peer.sendall((1).to_bytes(8, "big") + b"y")
+    assert wire.receive(time.perf_counter(), True) == b"y"
+    assert sock.polls == 0
+
+
+def test_only_one_thread_of_a_process_spins_at_a_time(
+    counting: tuple[socket.socket, Wire, _CountingSocket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_wire, "_SPIN_ALLOWED", True)
+    peer, wire, sock = counting
+    wire.hot = True
+    with _wire._spinner:  # another thread of this process is spinning
+        thread = _answer_after(peer, 0.01)
+        assert wire.receive(time.perf_counter(), True) == b"x"
+        thread.join()
+    assert sock.polls == 0
+
+
+def test_the_spinning_window_is_short() -> None:
+    # A spin is worth it only for answers that come faster than a sleeping side wakes up.
+    assert 0 < SPIN_SECONDS <= 200e-6
+
+
+# -- the coordinator's crowding flag ----------------------------------------------------
+
+
+@pytest.fixture
+def coordinator() -> Iterator[Any]:
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "memory")
+        Segment.create(path, 4)
+        yield _coordinator._Coordinator(directory, Segment(path), {})
+
+
+def test_interleaved_callers_make_the_coordinator_crowded_until_one_is_left(
+    coordinator: Any,
+) -> None:
+    words = coordinator.segment.words
+    one, two = object(), object()
+    now = 1000.0
+    for _ in range(5):  # one caller, however fast: not crowded
+        coordinator.note_caller(one, now)
+        now += 0.0001
+    assert (coordinator.crowded, words[CROWDED_WORD]) == (False, 0)
+    coordinator.note_caller(two, now)  # a second caller right after the first
+    assert (coordinator.crowded, words[CROWDED_WORD]) == (True, 1)
+    now += _coordinator.CROWD_HOLD_SECONDS / 2
+    coordinator.note_caller(two, now)  # still within the hold
+    assert words[CROWDED_WORD] == 1
+    now += _coordinator.CROWD_HOLD_SECONDS
+    coordinator.note_caller(two, now)  # only one caller for longer than the hold
+    assert (coordinator.crowded, words[CROWDED_WORD]) == (False, 0)
+
+
+def test_callers_that_take_turns_slowly_are_not_a_crowd(coordinator: Any) -> None:
+    one, two = object(), object()
+    now = 1000.0
+    for caller in [one, two] * 5:
+        coordinator.note_caller(caller, now)
+        now += _coordinator.CROWD_GAP_SECONDS * 2
+    assert coordinator.crowded is False
+    assert coordinator.segment.words[CROWDED_WORD] == 0
+
+
+def test_a_share_with_two_busy_clients_is_crowded_and_with_one_is_not() -> None:
+    from suitkaise.processing import Share
+
+    with Share() as share:
+        share.items = []
+        words = share._sk.words
+        for number in range(50):  # the owner alone
+            share.items.append(number)
+        assert words[CROWDED_WORD] == 0
+        done = threading.Event()
+
+        def other_thread() -> None:  # a second connection, calling as fast as it can
+            while not done.is_set():
+                share.items.append(-1)
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10.0
+            while words[CROWDED_WORD] == 0 and time.monotonic() < deadline:
+                share.items.append(0)
+            assert words[CROWDED_WORD] == 1
+        finally:
+            done.set()
+            thread.join()
+        time.sleep(_coordinator.CROWD_HOLD_SECONDS * 2)
+        share.items.append(1)  # the first call after the crowd left ...
+        share.items.append(2)  # ... and the flag is down again
+        assert words[CROWDED_WORD] == 0
