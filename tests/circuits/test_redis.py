@@ -742,7 +742,8 @@ def test_stopping_the_server_mid_run_raises_then_the_circuit_is_recreated(
 def test_fallback_continues_locally_then_returns_to_redis(
     redis_server: Any, redis_url: str
 ) -> None:
-    retry = 1.0
+    # Long enough that restarting redis-server on a busy machine fits well inside it.
+    retry = 3.0
     config = {"sleep_time_after_trip": 1.0, "backoff_factor": 2.0, "max_sleep_time": 8.0}
 
     def store() -> RedisStore:
@@ -767,7 +768,7 @@ def test_fallback_continues_locally_then_returns_to_redis(
 
             redis_server.start()
             # Within retry_interval Redis is not knocked again: still local.
-            assert time.monotonic() - failed < retry / 2, "the machine is too slow for this test"
+            assert time.monotonic() - failed < retry - 1.0, "the machine is too slow for this test"
             assert circuit.short() is False
             with raw_client(redis_url) as client:
                 assert client.keys("*") == []

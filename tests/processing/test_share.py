@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from process_tree import descendants
 
 from suitkaise import BreakingCircuit, Circuit
 from suitkaise.circuits.testing import recorded_sleeps
 from suitkaise.processing import Pool, Share, ShareError, Skprocess
+from suitkaise.processing._share._coordinator import PROCESS_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -99,8 +101,18 @@ def share() -> Iterator[Share]:
         yield created
 
 
-def coordinators() -> list[multiprocessing.process.BaseProcess]:
-    return [p for p in multiprocessing.active_children() if "share-coordinator" in (p.name or "")]
+def coordinators() -> set[int]:
+    """Pids of this process's living coordinators: the descendants that ``ps`` shows as
+    ``suitkaise-share`` (a coordinator names itself as soon as it runs)."""
+    found = set()
+    for pid in descendants():
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                if comm.read().strip() == PROCESS_NAME:
+                    found.add(pid)
+        except OSError:
+            pass
+    return found
 
 
 def names(share: Share) -> list[str]:
@@ -211,20 +223,21 @@ def check_visits(share: Share, tags: list[str], seen: list[Any]) -> None:
 
 
 def test_share_starts_a_coordinator_and_stop_ends_it() -> None:
-    before = {p.pid for p in coordinators()}
+    before = coordinators()
     share = Share()
     try:
         assert share.is_running is True
-        started = [p for p in coordinators() if p.pid not in before]
-        assert len(started) == 1 and started[0].is_alive()
         share.n = 1
         assert share.n == 1
+        wait_until(lambda: len(coordinators() - before) == 1)
+        (started,) = coordinators() - before
         share.start()  # already running: no second coordinator
-        assert len([p for p in coordinators() if p.pid not in before]) == 1
+        time.sleep(0.2)
+        assert coordinators() - before == {started}
     finally:
         assert share.stop(timeout=5.0) is True
     assert share.is_running is False
-    assert not started[0].is_alive()
+    assert started not in descendants()
     with pytest.raises(ShareError):
         share.n = 2
 

@@ -29,10 +29,13 @@ from ._memory import CROWDED_WORD, HEARTBEAT_WORD, Segment
 from ._proxies import INPLACE
 from ._wire import Wire
 
-__all__ = ["HEARTBEAT_SECONDS", "serve"]
+__all__ = ["HEARTBEAT_SECONDS", "PROCESS_NAME", "serve"]
 
 HEARTBEAT_SECONDS = 0.1
 """How often the coordinator refreshes its heartbeat in the shared memory (seconds)."""
+
+PROCESS_NAME = "suitkaise-share"
+"""The coordinator process's name, as ``ps`` shows it (Linux)."""
 
 CROWD_GAP_SECONDS = 0.001
 """Requests from two connections this close together: several clients are busy (seconds)."""
@@ -61,6 +64,7 @@ class _Coordinator:
             (entry[3] for entry in self.names.values() if entry[0] == "circuit"), default=-1
         )
         self.stopping = threading.Event()
+        self.listening: socket.socket | None = None
         # Who called last, and when: requests from different connections close together
         # mean several clients are busy, and spinning would take the CPU from the work.
         self.last_caller: object = None
@@ -182,6 +186,15 @@ class _Coordinator:
         }
         return ("ok", snapshot)
 
+    def finish(self) -> None:
+        """End the process, after ``stop`` was answered."""
+        if self.listening is not None:
+            self.listening.close()
+        # Let the replies to requests handled just before "stop" leave before the process
+        # (and its threads) ends.
+        time.sleep(0.01)
+        os._exit(0)
+
     # -- connections ----------------------------------------------------------------
 
     def serve_connection(self, sock: socket.socket, authkey: bytes | None) -> None:
@@ -210,6 +223,8 @@ class _Coordinator:
                 except OSError:
                     return
                 sent = time.perf_counter()
+            if self.stopping.is_set():
+                self.finish()
 
 
 def _handshake(sock: socket.socket, authkey: bytes) -> bool:
@@ -258,30 +273,54 @@ def serve(
     owner_connection: socket.socket,
 ) -> None:
     """The coordinator process's main function. ``listening`` is bound and listening;
-    ``owner_connection`` is a socket pair's end whose other end the owner already holds."""
+    ``owner_connection`` is a socket pair's end whose other end the owner already holds.
+
+    The main thread serves the owner's connection at once (the owner's first call is
+    usually waiting for it); one more thread accepts the other connections and keeps the
+    heartbeat. The thread that handles ``stop`` ends the process.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The owner died without stopping us: nobody else will remove the private directory.
-    exit_with_parent(owner, cleanup=lambda: shutil.rmtree(directory, ignore_errors=True))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # whatever handler the owner installed
     segment = Segment(segment_path)
-    coordinator = _Coordinator(directory, segment, _seed(snapshot))
-
-    def accept_forever() -> None:
-        while True:
-            try:
-                client, _ = listening.accept()
-            except OSError:
-                if coordinator.stopping.is_set():
-                    return
-                continue
-            # _thread: threading.Thread.start() would wait for the thread to be scheduled.
-            _thread.start_new_thread(coordinator.serve_connection, (client, authkey))
-
-    _thread.start_new_thread(coordinator.serve_connection, (owner_connection, None))
-    _thread.start_new_thread(accept_forever, ())
     segment.doubles[HEARTBEAT_WORD] = time.monotonic()
-    while not coordinator.stopping.wait(HEARTBEAT_SECONDS):
-        segment.doubles[HEARTBEAT_WORD] = time.monotonic()
-    listening.close()
-    # Let the reply to "stop" leave before the process (and its daemon threads) ends.
-    time.sleep(0.01)
-    os._exit(0)
+    coordinator = _Coordinator(directory, segment, _seed(snapshot))
+    coordinator.listening = listening
+    listening.settimeout(HEARTBEAT_SECONDS)  # accept() wakes up to beat
+    _thread.start_new_thread(_accept_forever, (coordinator, listening, authkey, owner))
+    coordinator.serve_connection(owner_connection, None)
+    # The owner's connection is closed (the thread that made it ended) but the Share goes
+    # on: the other connections' threads carry on until one of them handles "stop".
+    coordinator.stopping.wait()
+    coordinator.finish()
+
+
+def _accept_forever(
+    coordinator: _Coordinator, listening: socket.socket, authkey: bytes, owner: int
+) -> None:
+    # The owner died without stopping us: nobody else will remove the private directory.
+    exit_with_parent(owner, cleanup=lambda: shutil.rmtree(coordinator.directory, True))
+    _name_this_process()  # here, not before the owner's first call is served
+    heartbeat = coordinator.segment.doubles
+    while True:
+        heartbeat[HEARTBEAT_WORD] = time.monotonic()
+        try:
+            client, _ = listening.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            if coordinator.stopping.is_set():
+                return
+            continue
+        client.setblocking(True)
+        # _thread: threading.Thread.start() would wait for the thread to be scheduled.
+        _thread.start_new_thread(coordinator.serve_connection, (client, authkey))
+
+
+def _name_this_process() -> None:
+    # What ps and top show (and how the tests find coordinators). /proc/self/comm is the
+    # main thread's name, whichever thread writes it. Linux only; harmless elsewhere.
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(PROCESS_NAME)
+    except OSError:
+        pass

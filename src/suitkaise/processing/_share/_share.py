@@ -25,6 +25,7 @@ from ...circuits._circuit import _CircuitBase
 from .._errors import ShareError
 from .._skprocess import _dumps
 from ._coordinator import serve
+from ._launch import CoordinatorProcess, launch
 from ._memory import (
     CROWDED_WORD,
     GENERATION_WORD,
@@ -69,7 +70,7 @@ class _Running:
     def __init__(self, directory: str, owner: int) -> None:
         self.directory = directory
         self.owner = owner
-        self.process: Any = None
+        self.process: CoordinatorProcess | None = None
 
 
 def _tear_down(running: _Running) -> None:
@@ -343,14 +344,13 @@ class Share:
         try:
             listening.bind(link.address)
             listening.listen(128)
-            process = context.Process(
-                target=serve,
-                args=(link.directory, listening, link.authkey, link.memory_path, link.snapshot),
-                kwargs={"owner": os.getpid(), "owner_connection": theirs},
-                name="suitkaise:share-coordinator",
-                daemon=True,
+            process = launch(
+                context,
+                serve,
+                (link.directory, listening, link.authkey, link.memory_path, link.snapshot),
+                {"owner": os.getpid(), "owner_connection": theirs},
+                close_in_child=(mine,),
             )
-            process.start()
         except BaseException:
             mine.close()
             raise

@@ -53,7 +53,7 @@ class Wire:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(True)
         self.sock = sock
-        self.hot = True  # until a slow answer says otherwise
+        self.hot = False  # until a fast answer says otherwise
 
     def send(self, payload: bytes) -> None:
         if len(payload) < _CHUNK:
