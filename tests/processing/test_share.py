@@ -1178,3 +1178,26 @@ def test_page_example_runs_as_written(start_method: str) -> None:
     assert report["total_trips"] == 1
     assert report["times_shorted"] >= 3
     assert report["start_method"] == start_method
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_the_coordinator_starts_stops_and_restarts_under_every_start_method(
+    method: str, children: Callable[..., Child]
+) -> None:
+    context = multiprocessing.get_context(method)
+    share = Share(context=context)
+    try:
+        prepare(share)
+        seen = [children(context, visit, share, "c0").result()]
+        first = share._sk.running.process.pid  # type: ignore[union-attr]
+        wait_until(lambda: first in coordinators())
+        assert share.stop() is True
+        assert first not in descendants()
+        share.start()
+        second = share._sk.running.process.pid  # type: ignore[union-attr]
+        assert second != first
+        check_visits(share, ["c0"], seen)  # kept across the restart
+        wait_until(lambda: second in coordinators())
+    finally:
+        share.stop()
+    assert not coordinators()
