@@ -127,42 +127,64 @@ def _answer_after(sock: socket.socket, delay: float, payload: bytes = b"x") -> t
     return thread
 
 
-def test_a_slow_answer_stops_the_spinning_and_a_fast_one_restarts_it(
+def test_a_spin_that_catches_nothing_backs_off_and_one_that_catches_resets(
     counting: tuple[socket.socket, Wire, _CountingSocket], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_wire, "_SPIN_ALLOWED", True)
     peer, wire, sock = counting
-    wire.hot = True
-    # Slow: the wait polls for SPIN_SECONDS, then sleeps; the next wait does not poll.
-    thread = _answer_after(peer, 0.05)
-    assert wire.receive(time.perf_counter(), True) == b"x"
-    thread.join()
-    assert sock.polls >= 1
-    assert wire.hot is False
-    sock.polls = 0
-    peer.sendall((1).to_bytes(8, "big") + b"y")  # already there: a fast answer
-    assert wire.receive(time.perf_counter(), True) == b"y"
-    assert sock.polls == 0  # not hot: it went straight to recv
-    assert wire.hot is True  # ... but the answer was fast: spin next time
-    peer.sendall((1).to_bytes(8, "big") + b"z")
-    assert wire.receive(time.perf_counter(), True) == b"z"
-    assert sock.polls == 1
+
+    def wait(answer_delay: float | None) -> int:
+        """One wait for an answer (None: already there); how many times it polled."""
+        sock.polls = 0
+        if answer_delay is None:
+            peer.sendall((1).to_bytes(8, "big") + b"x")
+            assert wire.receive(time.perf_counter(), True) == b"x"
+        else:
+            thread = _answer_after(peer, answer_delay)
+            assert wire.receive(time.perf_counter(), True) == b"x"
+            thread.join()
+        return sock.polls
+
+    slow = 0.02  # far beyond SPIN_SECONDS
+    assert wait(slow) >= 1  # spun, caught nothing: the next wait sleeps at once
+    assert wire.skips == 1
+    assert wait(None) == 0  # skipped (even though the answer was there)
+    assert wait(slow) >= 1  # spun again, in vain: now two waits are skipped
+    assert [wait(None), wait(None)] == [0, 0]
+    assert wait(slow) >= 1
+    assert [wait(None) for _ in range(4)] == [0] * 4
+    assert wait(None) == 1  # spun and caught it at once: the backoff starts over
+    assert (wire.skips, wire.backoff) == (0, 1)
+    assert wait(None) == 1
+
+
+def test_skips_are_capped(
+    counting: tuple[socket.socket, Wire, _CountingSocket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_wire, "_SPIN_ALLOWED", True)
+    peer, wire, _ = counting
+    for _ in range(3 * _wire.MAX_SKIPS):  # every answer comes after the spin gave up
+        thread = _answer_after(peer, 0.001)
+        wire.receive(time.perf_counter(), True)
+        thread.join()
+        assert wire.skips <= _wire.MAX_SKIPS
+    assert wire.backoff == _wire.MAX_SKIPS
 
 
 def test_no_spinning_when_told_not_to_or_on_one_cpu(
     counting: tuple[socket.socket, Wire, _CountingSocket], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_wire, "_SPIN_ALLOWED", True)
     peer, wire, sock = counting
-    wire.hot = True
     thread = _answer_after(peer, 0.01)
     assert wire.receive(time.perf_counter(), False) == b"x"  # crowded: do not spin
     thread.join()
     assert sock.polls == 0
     monkeypatch.setattr(_wire, "_SPIN_ALLOWED", False)  # one CPU: never spin
-    wire.hot = True
     peer.sendall((1).to_bytes(8, "big") + b"y")
     assert wire.receive(time.perf_counter(), True) == b"y"
     assert sock.polls == 0
+    assert (wire.skips, wire.backoff) == (0, 1)  # nothing learned from waits that did not spin
 
 
 def test_only_one_thread_of_a_process_spins_at_a_time(
@@ -170,7 +192,6 @@ def test_only_one_thread_of_a_process_spins_at_a_time(
 ) -> None:
     monkeypatch.setattr(_wire, "_SPIN_ALLOWED", True)
     peer, wire, sock = counting
-    wire.hot = True
     with _wire._spinner:  # another thread of this process is spinning
         thread = _answer_after(peer, 0.01)
         assert wire.receive(time.perf_counter(), True) == b"x"
@@ -180,7 +201,7 @@ def test_only_one_thread_of_a_process_spins_at_a_time(
 
 def test_the_spinning_window_is_short() -> None:
     # A spin is worth it only for answers that come faster than a sleeping side wakes up.
-    assert 0 < SPIN_SECONDS <= 200e-6
+    assert 0 < SPIN_SECONDS <= 100e-6
 
 
 # -- the coordinator's crowding flag ----------------------------------------------------

@@ -4,13 +4,14 @@ connected Unix stream socket, one request and one reply at a time.
 Waiting for a message by sleeping in ``recv`` costs a wake-up on each side of every round
 trip, and on virtual machines a wake-up of an idle CPU is 10-20 µs: more than everything
 else a call does. So a side that has just sent a message, and expects the answer soon, first
-polls the socket for up to ``SPIN_SECONDS`` before it sleeps. "Soon" is learned: a
-connection spins only while its last answer came within that window. Spinning pays only
-while the spinners leave a CPU free for the side doing the work, so:
+polls the socket for up to ``SPIN_SECONDS`` before it sleeps. Spinning pays only while the
+spinners leave a CPU free for the side doing the work, so:
 
+- a spin that ends with nothing (the answer was slow: the machine is busy, or the other side
+  was asleep) is not tried again for the next 1, 2, 4, ... up to ``MAX_SKIPS`` waits of
+  that connection; a spin that catches its answer resets this;
 - the coordinator marks itself crowded (a word in the shared memory) while requests from
   several connections interleave; then no side spins, and the CPU goes to the work;
-- when the machine is oversubscribed, answers are slow, and nobody spins either;
 - one thread per process spins at a time (more would only fight over the GIL);
 - a process that may run on one CPU only never spins.
 """
@@ -26,8 +27,11 @@ import time
 
 __all__ = ["SPIN_SECONDS", "Wire"]
 
-SPIN_SECONDS = 100e-6
+SPIN_SECONDS = 25e-6
 """How long a side polls for an expected message before it sleeps (seconds)."""
+
+MAX_SKIPS = 64
+"""After failed spins, the most waits of a connection that sleep before it spins again."""
 
 _HEADER = struct.Struct("!Q")
 _CHUNK = 65536
@@ -48,12 +52,13 @@ _spinner = _thread.allocate_lock()
 class Wire:
     """One end of a connection: ``send`` a frame, ``receive`` the next one."""
 
-    __slots__ = ("hot", "sock")
+    __slots__ = ("backoff", "skips", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(True)
         self.sock = sock
-        self.hot = False  # until a fast answer says otherwise
+        self.skips = 0  # waits left that sleep without spinning first
+        self.backoff = 1  # the skips after the next spin that catches nothing
 
     def send(self, payload: bytes) -> None:
         if len(payload) < _CHUNK:
@@ -65,33 +70,40 @@ class Wire:
     def receive(self, since: float, spin: bool, timeout: float | None = None) -> bytes:
         """The next frame's payload.
 
-        ``since``: ``time.perf_counter()`` when this side sent what the frame answers; the
-        wait may spin until ``since + SPIN_SECONDS`` if ``spin`` is true and recent answers
-        came that fast. ``timeout`` (seconds) bounds the wait for the frame's first bytes:
-        ``TimeoutError`` after it. ``EOFError`` if the other side closed the connection.
+        ``since``: ``time.perf_counter()`` when this side sent what the frame answers; if
+        ``spin`` is true (and the policy above allows), the wait polls until
+        ``since + SPIN_SECONDS`` before it sleeps. ``timeout`` (seconds) bounds the wait for
+        the frame's first bytes: ``TimeoutError`` after it. ``EOFError`` if the other side
+        closed the connection.
         """
         sock = self.sock
         chunk = None
-        if spin and self.hot and _SPIN_ALLOWED and _spinner.acquire(False):
-            try:
-                deadline = since + SPIN_SECONDS
-                while True:
-                    try:
-                        chunk = sock.recv(_CHUNK, socket.MSG_DONTWAIT)
-                        break
-                    except BlockingIOError:
-                        if time.perf_counter() > deadline:
+        if spin and _SPIN_ALLOWED:
+            if self.skips:
+                self.skips -= 1
+            elif _spinner.acquire(False):
+                try:
+                    deadline = since + SPIN_SECONDS
+                    while True:
+                        try:
+                            chunk = sock.recv(_CHUNK, socket.MSG_DONTWAIT)
                             break
-            finally:
-                _spinner.release()
+                        except BlockingIOError:
+                            if time.perf_counter() > deadline:
+                                break
+                finally:
+                    _spinner.release()
+                if chunk is None:
+                    self.skips = self.backoff
+                    self.backoff = min(2 * self.backoff, MAX_SKIPS)
+                else:
+                    self.backoff = 1
         if chunk is None:
             if timeout is not None and not select.select([sock], [], [], timeout)[0]:
                 raise TimeoutError(f"no message within {timeout:g} s")
             chunk = sock.recv(_CHUNK)
         if not chunk:
             raise EOFError("the other side closed the connection")
-        # Spin next time only if this answer came within the window.
-        self.hot = time.perf_counter() - since < SPIN_SECONDS
         while len(chunk) < _HEADER.size:
             chunk = self._more(chunk)
         (size,) = _HEADER.unpack_from(chunk)
