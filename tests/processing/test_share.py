@@ -811,6 +811,54 @@ def test_augmented_assignment_in_process(share: Share) -> None:
     assert share.flags == {1, 2}
 
 
+def _add(share: Share, name: str, amount: Any) -> None:
+    value = getattr(share, name)
+    setattr(share, name, value + amount)  # a plain (non-atomic) write: a new value
+
+
+def test_after_n_plus_equals_the_next_read_needs_no_round_trip_unless_someone_else_wrote(
+    share: Share, children: Callable[..., Child], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    share.n = 0
+    share.other = "x"
+    link = share._sk
+    requests: list[str] = []
+    real_request = link.request
+
+    def counting(*request: Any, **options: Any) -> tuple[Any, ...]:
+        requests.append(request[0])
+        return real_request(*request, **options)
+
+    monkeypatch.setattr(link, "request", counting)
+    assert share.n == 0 and share.other == "x"
+    requests.clear()
+    for _ in range(5):
+        share.n += 1
+    # One request each: the value `+=` read came from the cache the previous one updated.
+    assert requests == ["inplace"] * 5
+    assert share.n == 5 and share.other == "x"
+    assert requests == ["inplace"] * 5
+    # Another process writes in between: the cache is not kept, and the read sees its write.
+    share.n += 1
+    children(FORK, _add, share, "n", 10).result()
+    requests.clear()
+    assert share.n == 16 and share.other == "x"
+    assert requests == ["get", "get"]
+    share.n += 1  # the cache was current again before this one: kept
+    requests.clear()
+    assert share.n == 17 and share.other == "x"
+    assert requests == []
+    # ... but not when someone else's write came between the read and the update (even a
+    # write to another name): the cache may be stale in ways this reply cannot tell.
+    value = share.n
+    value += 1  # `share.n += 1`, with another process's write in the middle
+    children(FORK, _add, share, "other", "y").result()
+    share.n = value
+    requests.clear()
+    assert share.n == 18 and share.other == "xy"
+    assert requests == ["get", "get"]
+
+
 # -- circuits in a Share ---------------------------------------------------------------
 
 

@@ -171,7 +171,9 @@ class _Coordinator:
             data = _dumps(result)
             self.names[name] = ("value", data)
             self.segment.bump_version()
-            return ("value", data)
+            # The version this change made: a client whose cache was current just before
+            # it may keep the cache, with the new value (no read round trip next time).
+            return ("value", data, self.segment.version)
         self.names[name] = ("object", result)
         if result is not current:
             self.segment.bump_version()

@@ -228,8 +228,14 @@ class _Link:
                 f"share.{name} {method}: the operand cannot be sent to the Share "
                 f"({type(error).__name__}: {error})"
             ) from None
-        if self.request("inplace", name, method, blob)[0] == "gone":
+        reply = self.request("inplace", name, method, blob)
+        if reply[0] == "gone":
             raise ShareError(f"share.{name} was deleted or replaced by a circuit")
+        if reply[0] == "value" and reply[2] == self.cache_version + 1:
+            # Nothing else changed since this process's cache was current: it stays
+            # current, with the new value (`share.n += 1` in a loop reads from it).
+            self.cache[name] = wrap_value(pickle.loads(reply[1]), self, name)
+            self.cache_version = reply[2]
 
     def result(self, name: str, reply: tuple[Any, ...]) -> Any:
         if reply[0] == "gone":
