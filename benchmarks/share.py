@@ -2,6 +2,7 @@
 
     python benchmarks/share.py           # full run, about 15 s on 2 cores
     python benchmarks/share.py --quick   # smoke run, about 2 s (numbers are rough)
+    python benchmarks/share.py --busy 1  # the same with 1 process burning a CPU throughout
 
 Targets come from shared/PERFORMANCE.md. Absolute times drift between runs and machines, so
 every ratio target compares two things measured here, in this run, interleaved (peer, ours,
@@ -47,6 +48,9 @@ something else keeps that CPU busy (both processes then take turns on one CPU). 
 operations (rows 1-3) do not sleep, so their ratio to a Manager call moves with that state:
 look at the min/max of the peer's samples, and at the "by bests" ratio, before trusting a
 ratio near its target. Round trip against round trip (row 4) is affected on both sides.
+``--busy N`` starts N processes that burn a CPU each for the whole run (killed by pid at the
+end), to see the rows on a machine with no idle CPU; the Share's wire spins briefly before it
+sleeps, and this is where spinning could hurt.
 
 Every child-side figure is timed inside the child: one long-lived child process runs a
 ``time.perf_counter_ns`` loop of many calls, with its garbage collector paused (as
@@ -67,6 +71,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -731,12 +736,32 @@ def guarded(section: Callable[[], list[Row]], labels: list[str]) -> list[Row]:
         return [unmeasured(label, "failed, see above") for label in labels]
 
 
+def live_coordinators() -> list[str]:
+    """This script's Share coordinators still running (a coordinator started with a bare
+    fork is not among multiprocessing's children); Linux only."""
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                state, parent = stat.read().rsplit(")", 1)[1].split()[:2]
+            if int(parent) != os.getpid() or state == "Z":
+                continue
+            with open(f"/proc/{entry}/comm") as comm:
+                if comm.read().strip() == "suitkaise-share":
+                    found.append(f"coordinator pid {entry}")
+        except OSError:
+            continue
+    return found
+
+
 def check_nothing_left() -> None:
     """Say so if a child, a coordinator, a manager server or a Share directory outlived
     its section (each section stops what it started)."""
     gc.collect()
     time.sleep(0.05)  # a finalizer's rmtree, or a just-stopped process being reaped
-    processes = multiprocessing.active_children()
+    processes: list[Any] = [*multiprocessing.active_children(), *live_coordinators()]
     directories = [path for path in SHARE_DIRECTORIES if os.path.exists(path)]
     if processes:
         print(f"\nProcesses left behind: {processes}")
@@ -771,13 +796,28 @@ def print_table(rows: list[Row]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fast smoke run (~2 s)")
+    parser.add_argument(
+        "--busy", type=int, default=0, metavar="N", help="N processes burn a CPU meanwhile"
+    )
     args = parser.parse_args(argv)
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)
+    ]
+    try:
+        return run(args.quick, len(burners))
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
+def run(quick: bool, busy: int) -> int:
     from suitkaise import __version__
 
-    config = QUICK if args.quick else FULL
+    config = QUICK if quick else FULL
     started = time.perf_counter()
     print(
-        f"suitkaise {__version__} Share benchmarks ({'quick' if args.quick else 'full'} run): "
+        f"suitkaise {__version__} Share benchmarks ({'quick' if quick else 'full'} run): "
         f"Python {platform.python_version()} ({platform.python_implementation()}), "
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, start method "
         f"{multiprocessing.get_start_method()}; {config.repeats} interleaved samples per side, "
@@ -785,6 +825,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if hasattr(os, "getloadavg"):
         print(f"load average at start: {os.getloadavg()[0]:.2f} (above ~0.5, expect noise)")
+    if busy:
+        print(f"{busy} process(es) burning a CPU each throughout (--busy)")
     rows: list[Row] = []
     rows += guarded(lambda: bench_used(config), USED_LABELS)
     rows += guarded(lambda: bench_startup(config), STARTUP_LABELS)
