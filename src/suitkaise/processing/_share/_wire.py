@@ -125,6 +125,3 @@ class Wire:
 
     def close(self) -> None:
         self.sock.close()
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
