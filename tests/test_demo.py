@@ -205,3 +205,16 @@ def test_redis_scenario_says_so_when_there_is_no_server() -> None:
     completed = _run("demo", "redis", env={"SUITKAISE_REDIS_URL": "redis://127.0.0.1:1/0"})
     assert completed.returncode == 0, _report(completed)
     assert "skipped: no Redis server at redis://127.0.0.1:1/0" in completed.stdout
+
+
+def test_redis_scenario_says_so_when_redis_py_is_missing(tmp_path: Path) -> None:
+    # A package named redis that fails to import stands in front of the real one.
+    (tmp_path / "redis").mkdir()
+    (tmp_path / "redis" / "__init__.py").write_text("raise ImportError('not here')\n")
+    path = os.pathsep.join([str(tmp_path), _environment()["PYTHONPATH"]])
+    completed = _run("demo", "redis", env={"PYTHONPATH": path})
+    assert completed.returncode == 0, _report(completed)
+    assert "skipped: redis-py is not installed (pip install 'suitkaise[redis]')" in (
+        completed.stdout
+    ), _report(completed)
+    assert "no Redis server" not in completed.stdout

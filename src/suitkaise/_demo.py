@@ -303,7 +303,10 @@ def circuits_on_redis(show: Show) -> None:
     url = os.environ.get(REDIS_URL_VARIABLE, "redis://127.0.0.1:6379/0")
     try:
         import redis
-
+    except ImportError:
+        show.say("skipped: redis-py is not installed (pip install 'suitkaise[redis]').")
+        return
+    try:
         client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
         client.ping()
     except Exception as error:
