@@ -34,7 +34,16 @@ __all__ = ["Skprocess"]
 _ATEXIT_GRACE_SECONDS = 5.0
 
 
+# Pickled by reference to builtins whichever pickler is used: plain pickle does them
+# several times faster than cloudpickle's Python-level pickler.
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
+
 def _dumps(obj: object) -> bytes:
+    if type(obj) in _PLAIN:
+        import pickle
+
+        return pickle.dumps(obj, protocol=5)
     import cloudpickle  # imported on first use: the core import stays light
 
     data: bytes = cloudpickle.dumps(obj)

@@ -50,6 +50,8 @@ SLOTS = 4096
 STALE_SECONDS = 1.5
 """A coordinator whose heartbeat is older than this is taken for dead (seconds)."""
 
+_NO_ARGUMENTS = pickle.dumps(((), {}), protocol=5)
+
 _CIRCUIT_KINDS: dict[str, type[_CircuitBase]] = {
     "Circuit": Circuit,
     "BreakingCircuit": BreakingCircuit,
@@ -205,7 +207,7 @@ class _Link:
 
     def call(self, name: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            blob = _dumps((args, kwargs))
+            blob = _dumps((args, kwargs)) if args or kwargs else _NO_ARGUMENTS
         except Exception as error:
             raise TypeError(
                 f"the arguments of share.{name}.{method}() cannot be sent to the Share "
