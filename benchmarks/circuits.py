@@ -21,32 +21,44 @@ import asyncio
 import gc
 import importlib
 import importlib.util
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
+
+from _harness import (
+    Row,
+    Sampling,
+    Side,
+    compare,
+    fmt_mps,
+    fmt_ns,
+    measure,
+    ms_format,
+    print_banner,
+    print_summary,
+    ratio_row,
+    show,
+    show_ratio,
+)
 
 from suitkaise import BreakingCircuit, Circuit, __version__
 
 NEVER = 10**9  # a threshold no benchmark reaches: short() never trips, never sleeps
+fmt_ms = ms_format(1)  # the import times: one decimal
 
 
 # -- configuration ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Config:
-    repeats: int  # timed samples per side, interleaved across sides
-    sample_s: float  # wanted duration of one sample; sets the calls per sample
-    min_calls: int
-    max_calls: int
+@dataclass(frozen=True, kw_only=True)
+class Config(Sampling):
+    first_calls: int = 1_000  # calibration starts here: the calls take well under 1 µs
     thread_calls: int  # calls made by each of the two threads (one thread makes twice that)
     import_runs: int  # fresh interpreters per import side
 
@@ -67,114 +79,6 @@ QUICK = Config(
     thread_calls=25_000,
     import_runs=3,
 )
-
-
-# -- result rows --------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One line of the summary: ours against a floor or a peer."""
-
-    label: str
-    ours: str
-    other: str
-    ratio: float | None  # None: a side could not be measured
-    target: str  # "<= 2.0x", ">= 1.0x", or "info" for context rows
-    met: bool | None = None  # None for context rows
-
-
-@dataclass
-class Side:
-    """One measured thing: ``run(n)`` makes n calls and returns the elapsed nanoseconds."""
-
-    name: str
-    run: Callable[[int], int]
-    calls: int = 0
-    samples: list[float] = field(default_factory=list)  # ns per call
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-
-def fmt_ns(ns: float) -> str:
-    return f"{ns:,.0f} ns" if ns >= 10 else f"{ns:.1f} ns"
-
-
-def fmt_rate(ops_per_s: float) -> str:
-    return f"{ops_per_s / 1e6:.2f} M/s"
-
-
-def fmt_ms(ns: float) -> str:
-    return f"{ns / 1e6:.1f} ms"
-
-
-def judge(ratio: float, target: str) -> bool:
-    op, _, bound = target.partition(" ")
-    limit = float(bound.rstrip("x"))
-    return ratio <= limit if op == "<=" else ratio >= limit
-
-
-def compare(label: str, ours: str, other: str, ratio: float | None, target: str) -> Row:
-    met = None if ratio is None or target == "info" else judge(ratio, target)
-    return Row(label, ours, other, ratio, target, met)
-
-
-# -- measuring ----------------------------------------------------------------------------
-
-
-def paused_gc(run: Callable[[int], int], n: int) -> int:
-    """``run(n)`` with the garbage collector paused, as ``timeit`` does."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return run(n)
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def calibrate(side: Side, config: Config) -> None:
-    """Pick the calls per sample so that one sample lasts about ``config.sample_s``."""
-    n = 1_000
-    while True:
-        elapsed = paused_gc(side.run, n)
-        if elapsed >= 20_000_000 or n >= config.max_calls:  # 20 ms is enough to estimate
-            break
-        n *= 4
-    wanted = int(config.sample_s * 1e9 * n / max(elapsed, 1))
-    side.calls = max(config.min_calls, min(config.max_calls, wanted))
-    gc.collect()
-
-
-def measure(sides: list[Side], config: Config) -> None:
-    """Interleaved samples: every repeat times each side once, in turn."""
-    for side in sides:
-        calibrate(side, config)
-    for _ in range(config.repeats):
-        for side in sides:
-            elapsed = paused_gc(side.run, side.calls)
-            side.samples.append(elapsed / side.calls)
-            gc.collect()  # the exception paths leave reference cycles behind
-
-
-def show_ratio(ours: Side, other: Side) -> None:
-    """The ratio by medians (the reported one) and by bests (least disturbed by noise)."""
-    print(
-        f"    {ours.name} / {other.name}: {ours.median / other.median:.2f}x by medians, "
-        f"{min(ours.samples) / min(other.samples):.2f}x by bests"
-    )
-
-
-def show(sides: list[Side]) -> None:
-    for side in sides:
-        low, high = min(side.samples), max(side.samples)
-        print(
-            f"  {side.name:<46} median {fmt_ns(side.median):>9}"
-            f"   (min {fmt_ns(low)}, max {fmt_ns(high)}, {side.calls:,} calls x "
-            f"{len(side.samples)})"
-        )
 
 
 # The timed loops. Both sides of a comparison run the same loop shape, so the loop's own
@@ -233,30 +137,18 @@ def bench_short(config: Config) -> list[Row]:
     ours_b = Side("BreakingCircuit.short()", lambda n: loop_short(breaking, n))
     sides = [floor, ours, inline, ours_b]
     measure(sides, config)
-    show(sides)
+    show(sides, fmt_ns)
     for side in (ours, ours_b):
         show_ratio(side, floor)
     rows = []
-    for side in (ours, ours_b):
-        rows.append(
-            compare(
-                f"{side.name} vs Lock+int method",
-                fmt_ns(side.median),
-                fmt_ns(floor.median),
-                side.median / floor.median,
-                "<= 2.0x",
+    for other, label, target in (
+        (floor, "vs Lock+int method", "<= 2.0x"),
+        (inline, "vs inline Lock+int", "info"),
+    ):
+        for side in (ours, ours_b):
+            rows.append(
+                ratio_row(f"{side.name} {label}", side.median, other.median, target, fmt_ns)
             )
-        )
-    for side in (ours, ours_b):
-        rows.append(
-            compare(
-                f"{side.name} vs inline Lock+int",
-                fmt_ns(side.median),
-                fmt_ns(inline.median),
-                side.median / inline.median,
-                "info",
-            )
-        )
     return rows
 
 
@@ -316,27 +208,18 @@ def bench_threads(config: Config) -> list[Row]:
     for (name, threads), values in rates.items():
         print(
             f"  {name:<16} {threads} thread{'s' if threads > 1 else ' '}   median "
-            f"{fmt_rate(medians[name, threads]):>10}   (min {fmt_rate(min(values))}, "
-            f"max {fmt_rate(max(values))})"
+            f"{fmt_mps(medians[name, threads]):>10}   (min {fmt_mps(min(values))}, "
+            f"max {fmt_mps(max(values))})"
         )
     for name in kinds:
         paired = (two / one for one, two in zip(rates[name, 1], rates[name, 2], strict=True))
         print(f"    {name} 2-thread/1-thread per repeat: {' '.join(f'{r:.2f}' for r in paired)}")
     return [
-        compare(
-            "2 threads Circuit.short() vs 1 thread",
-            fmt_rate(medians["Circuit.short()", 2]),
-            fmt_rate(medians["Circuit.short()", 1]),
-            medians["Circuit.short()", 2] / medians["Circuit.short()", 1],
-            ">= 1.0x",
-        ),
-        compare(
-            "2 threads Lock+int vs 1 thread",
-            fmt_rate(medians["Lock+int", 2]),
-            fmt_rate(medians["Lock+int", 1]),
-            medians["Lock+int", 2] / medians["Lock+int", 1],
-            "info",
-        ),
+        ratio_row(label, medians[name, 2], medians[name, 1], target, fmt_mps)
+        for label, name, target in (
+            ("2 threads Circuit.short() vs 1 thread", "Circuit.short()", ">= 1.0x"),
+            ("2 threads Lock+int vs 1 thread", "Lock+int", "info"),
+        )
     ]
 
 
@@ -415,31 +298,16 @@ def bench_async(config: Config) -> list[Row]:
         return sides
 
     sides = asyncio.run(main())
-    show(sides)
+    show(sides, fmt_ns)
     sync, async_, prebound, alock = sides
     show_ratio(async_, sync)
     return [
-        compare(
-            "await asynced() short vs sync short",
-            fmt_ns(async_.median),
-            fmt_ns(sync.median),
-            async_.median / sync.median,
-            "<= 1.5x",
-        ),
-        compare(
-            "await prebound asynced() vs sync short",
-            fmt_ns(prebound.median),
-            fmt_ns(sync.median),
-            prebound.median / sync.median,
-            "info",
-        ),
-        compare(
-            "await asynced() short vs asyncio.Lock+int",
-            fmt_ns(async_.median),
-            fmt_ns(alock.median),
-            async_.median / alock.median,
-            "info",
-        ),
+        ratio_row(label, mine.median, other.median, target, fmt_ns)
+        for label, mine, other, target in (
+            ("await asynced() short vs sync short", async_, sync, "<= 1.5x"),
+            ("await prebound asynced() vs sync short", prebound, sync, "info"),
+            ("await asynced() short vs asyncio.Lock+int", async_, alock, "info"),
+        )
     ]
 
 
@@ -489,13 +357,7 @@ def bench_imports(config: Config) -> list[Row]:
         label = f"import suitkaise vs {'python -c pass' if peer == 'pass' else 'import ' + peer}"
         if peer not in median:
             return compare(label, fmt_ms(median["suitkaise"]), "not installed", None, target)
-        return compare(
-            label,
-            fmt_ms(median["suitkaise"]),
-            fmt_ms(median[peer]),
-            median["suitkaise"] / median[peer],
-            target,
-        )
+        return ratio_row(label, median["suitkaise"], median[peer], target, fmt_ms)
 
     return [row("tenacity", "<= 1.0x"), row("pybreaker", "info"), row("pass", "info")]
 
@@ -619,7 +481,7 @@ def bench_peers(config: Config) -> list[Row]:
     else:
         print("  circuitbreaker: not installed")
     measure(sides, config)
-    show(sides)
+    show(sides, fmt_ns)
     for mine, peer in ((ours, record), (ours_raising, call_path), (ours, cb_record)):
         if peer is not None:
             show_ratio(mine, peer)
@@ -627,9 +489,7 @@ def bench_peers(config: Config) -> list[Row]:
     def row(label: str, mine: Side, peer: Side | None) -> Row:
         if peer is None:
             return compare(label, fmt_ns(mine.median), "not installed", None, "info")
-        return compare(
-            label, fmt_ns(mine.median), fmt_ns(peer.median), mine.median / peer.median, "info"
-        )
+        return ratio_row(label, mine.median, peer.median, "info", fmt_ns)
 
     return [
         row("Circuit.short() vs pybreaker failure record", ours, record),
@@ -639,31 +499,7 @@ def bench_peers(config: Config) -> list[Row]:
     ]
 
 
-# -- summary -----------------------------------------------------------------------------
-
-
-def print_table(rows: list[Row]) -> None:
-    headers = ("operation", "ours", "floor/peer", "ratio", "target", "met?")
-    cells = [
-        (
-            row.label,
-            row.ours,
-            row.other,
-            "-" if row.ratio is None else f"{row.ratio:.2f}x",
-            row.target,
-            "-" if row.met is None else ("yes" if row.met else "NO"),
-        )
-        for row in rows
-    ]
-    widths = [max(len(line[i]) for line in [headers, *cells]) for i in range(len(headers))]
-
-    def line(values: tuple[str, ...]) -> str:
-        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
-
-    print(line(headers))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for values in cells:
-        print(line(values))
+# -- the run -----------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -672,24 +508,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     started = time.perf_counter()
-    print(
-        f"suitkaise {__version__} circuit benchmarks ({'quick' if args.quick else 'full'} run): "
-        f"Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; "
-        f"{config.repeats} interleaved samples per side, medians"
+    print_banner(
+        f"suitkaise {__version__} circuit benchmarks",
+        args.quick,
+        [f"{config.repeats} interleaved samples per side, medians"],
     )
-    if hasattr(os, "getloadavg"):
-        print(f"load average at start: {os.getloadavg()[0]:.2f} (above ~0.5, expect noise)")
     rows: list[Row] = []
     rows += bench_short(config)
     rows += bench_threads(config)
     rows += bench_async(config)
     rows += bench_imports(config)
     rows += bench_peers(config)
-    print(f"\nSummary ({time.perf_counter() - started:.1f} s):\n")
-    print_table(rows)
-    missed = [row.label for row in rows if row.met is False]
-    print(f"\nTargets missed: {', '.join(missed)}" if missed else "\nAll targets met.")
+    print_summary(rows, started, "floor/peer")
     return 0
 
 

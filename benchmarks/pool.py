@@ -22,12 +22,12 @@ median over its samples.
    the equivalent ``def``), ``unordered_map`` (peer: ``imap_unordered``) and ``imap`` (peer:
    ``imap``, same chunk size), the iterators consumed fully.
 
-This module's top level imports neither suitkaise nor multiprocessing: under spawn and
-forkserver the workers of both sides re-import it (as ``__mp_main__``), and they should not
-pay for each other's imports.
-
 This is a script, not a test: it prints and always exits 0 when it could measure, slow
 machine or not. ``tests/test_benchmark_pool_run.py`` only checks that it runs.
+
+This module's top level imports neither suitkaise nor multiprocessing (nor does
+``_harness.py``, which it imports): under spawn and forkserver the workers of both sides
+re-import it (as ``__mp_main__``), and they should not pay for each other's imports.
 """
 
 from __future__ import annotations
@@ -36,18 +36,30 @@ import argparse
 import gc
 import math
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from _harness import (
+    Row,
+    Side,
+    ms_format,
+    print_banner,
+    print_summary,
+    ratio_row,
+    sample,
+    show,
+    show_ratio,
+    unmeasured,
+)
 
 WORKERS_E2E = 8  # the PERFORMANCE.md scenario: Pool(8).map of 8 trivial workers
 ITEMS = 10_000
 COLD_FLAG = "--cold-run"  # internal: one timed cold round in a fresh interpreter
+fmt_ms = ms_format(2)  # two decimals below 10 ms
 
 
 # -- configuration ----------------------------------------------------------------------
@@ -66,67 +78,14 @@ FULL = Config(e2e_repeats=15, e2e_other_repeats=5, cold_runs=7, map_repeats=15, 
 QUICK = Config(e2e_repeats=3, e2e_other_repeats=1, cold_runs=1, map_repeats=3, maps_per_sample=2)
 
 
-# -- result rows --------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One line of the summary: ours against a peer."""
-
-    label: str
-    ours: str
-    other: str
-    ratio: float | None  # None: a side could not be measured
-    target: str  # "<= 1.5x", or "info" for context rows
-    met: bool | None = None  # None for context rows
-
-
-@dataclass
-class Side:
-    """One measured thing: ``run()`` does one sample and returns the elapsed nanoseconds
-    per operation."""
-
-    name: str
-    run: Callable[[], float]
-    samples: list[float] = field(default_factory=list)  # ns per operation
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-
-def fmt_ms(ns: float) -> str:
-    return f"{ns / 1e6:.1f} ms" if ns >= 1e7 else f"{ns / 1e6:.2f} ms"
-
-
-def judge(ratio: float, target: str) -> bool:
-    op, _, bound = target.partition(" ")
-    limit = float(bound.rstrip("x"))
-    return ratio <= limit if op == "<=" else ratio >= limit
-
-
-def compare(label: str, ours: Side, other: Side, target: str) -> Row:
-    ratio = ours.median / other.median
-    met = None if target == "info" else judge(ratio, target)
-    return Row(label, fmt_ms(ours.median), fmt_ms(other.median), ratio, target, met)
-
-
-def unmeasured(label: str, why: str) -> Row:
-    return Row(label, "-", why, None, "info")
-
-
 # -- measuring ----------------------------------------------------------------------------
+# A side here takes a whole round (or a few calls on a started pool) a sample, so its calls
+# per sample are given rather than calibrated, and one untimed round per side warms it up.
 
 
-def paused_gc(run: Callable[[], float]) -> float:
-    """``run()`` with the garbage collector paused, as ``timeit`` does."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return run()
-    finally:
-        if enabled:
-            gc.enable()
+def rounds(one: Callable[[], float]) -> Callable[[int], float]:
+    """A side's ``run(n)`` made of ``one()``, which does one round and returns its ns."""
+    return lambda n: sum(one() for _ in range(n))
 
 
 def measure(sides: list[Side], repeats: int, warmups: int = 1) -> None:
@@ -134,29 +93,20 @@ def measure(sides: list[Side], repeats: int, warmups: int = 1) -> None:
     once, in turn."""
     for _ in range(warmups):
         for side in sides:
-            side.run()
+            side.run(side.calls)
     gc.collect()
-    for _ in range(repeats):
-        for side in sides:
-            side.samples.append(paused_gc(side.run))
-            gc.collect()
+    sample(sides, repeats)
 
 
-def show(sides: list[Side], unit: str) -> None:
-    for side in sides:
-        print(
-            f"  {side.name:<58} median {fmt_ms(side.median):>9} {unit}"
-            f"   (min {fmt_ms(min(side.samples))}, max {fmt_ms(max(side.samples))}, "
-            f"{len(side.samples)} samples)"
-        )
+def versus(label: str, ours: Side, other: Side, target: str) -> Row:
+    """The row of ours against the peer, by medians."""
+    return ratio_row(label, ours.median, other.median, target, fmt_ms)
 
 
-def show_ratio(ours: Side, other: Side) -> None:
-    """The ratio by medians (the reported one) and by bests (least disturbed by noise)."""
-    print(
-        f"    ours / peer: {ours.median / other.median:.2f}x by medians, "
-        f"{min(ours.samples) / min(other.samples):.2f}x by bests"
-    )
+def show_pair(peer: Side, ours: Side, unit: str) -> None:
+    """Both sides' figures, per ``unit`` (a round, a process, a call), and their ratio."""
+    show([peer, ours], fmt_ms, width=58, unit=f" {unit}", calls_shown=False)
+    show_ratio(ours, peer, title="ours / peer")
 
 
 # -- what the workers run (module level, so the peer can pickle it by reference) ----------
@@ -205,7 +155,7 @@ def ns_since(t0: int) -> float:
 # -- 1. end to end -------------------------------------------------------------------------
 
 
-def e2e_ours(method: str | None) -> Callable[[], float]:
+def e2e_ours(method: str | None) -> Callable[[int], float]:
     import multiprocessing
 
     from suitkaise.processing import Pool
@@ -225,10 +175,10 @@ def e2e_ours(method: str | None) -> Callable[[], float]:
         assert results == expected, results
         return elapsed
 
-    return run
+    return rounds(run)
 
 
-def e2e_peer(method: str | None) -> Callable[[], float]:
+def e2e_peer(method: str | None) -> Callable[[int], float]:
     import multiprocessing
 
     context = multiprocessing.get_context(method)  # None: the default context
@@ -249,7 +199,7 @@ def e2e_peer(method: str | None) -> Callable[[], float]:
         assert results == expected, results
         return elapsed
 
-    return run
+    return rounds(run)
 
 
 E2E_LABELS = {
@@ -278,12 +228,11 @@ def bench_e2e(config: Config) -> list[Row]:
             rows.append(unmeasured(label, f"{name} unavailable"))
             continue
         repeats = config.e2e_repeats if method is None else config.e2e_other_repeats
-        ours = Side(f"ours: Pool({WORKERS_E2E}).map(Skprocess) [{name}]", e2e_ours(method))
-        peer = Side(f"peer: multiprocessing.Pool({WORKERS_E2E}).map [{name}]", e2e_peer(method))
+        ours = Side(f"ours: Pool({WORKERS_E2E}).map(Skprocess) [{name}]", e2e_ours(method), 1)
+        peer = Side(f"peer: multiprocessing.Pool({WORKERS_E2E}).map [{name}]", e2e_peer(method), 1)
         measure([peer, ours], repeats)
-        show([peer, ours], "/round")
-        show_ratio(ours, peer)
-        rows.append(compare(label, ours, peer, "<= 1.5x" if method is None else "info"))
+        show_pair(peer, ours, "/round")
+        rows.append(versus(label, ours, peer, "<= 1.5x" if method is None else "info"))
     rows.append(bench_cold(config, default))
     return rows
 
@@ -320,7 +269,7 @@ def bench_cold(config: Config, default: str) -> Row:
         f"one round [{default}]"
     )
 
-    def in_fresh_interpreter(side: str) -> Callable[[], float]:
+    def in_fresh_interpreter(side: str) -> Callable[[int], float]:
         def run() -> float:
             done = subprocess.run(
                 [sys.executable, os.path.abspath(__file__), COLD_FLAG, side],
@@ -331,27 +280,26 @@ def bench_cold(config: Config, default: str) -> Row:
             )
             return float(done.stdout.strip().splitlines()[-1])
 
-        return run
+        return rounds(run)
 
-    ours = Side("ours: import suitkaise.processing + round", in_fresh_interpreter("ours"))
-    peer = Side("peer: import multiprocessing + round", in_fresh_interpreter("peer"))
+    ours = Side("ours: import suitkaise.processing + round", in_fresh_interpreter("ours"), 1)
+    peer = Side("peer: import multiprocessing + round", in_fresh_interpreter("peer"), 1)
     measure([peer, ours], config.cold_runs)  # the warm-up fills the byte-code and page caches
-    show([peer, ours], "/process")
-    show_ratio(ours, peer)
-    return compare(COLD_LABEL, ours, peer, "info")
+    show_pair(peer, ours, "/process")
+    return versus(COLD_LABEL, ours, peer, "info")
 
 
 # -- 2. and 3. steady state, pools already started ----------------------------------------
 
 
 def timed_calls(call: Callable[[], Iterable[Any]], calls: int, expected: list[int]) -> float:
-    """``calls`` calls of ``call()``, each result consumed; ns per call. The last result is
+    """``calls`` calls of ``call()``, each result consumed; their ns. The last result is
     checked (sorted: the unordered calls return the right items in any order)."""
     result: list[Any] = []
     t0 = time.perf_counter_ns()
     for _ in range(calls):
         result = list(call())
-    elapsed = ns_since(t0) / calls
+    elapsed = ns_since(t0)
     assert sorted(result) == expected, "wrong results"
     return elapsed
 
@@ -386,7 +334,7 @@ def bench_steady(config: Config) -> list[Row]:
         peer_pool.map(double, range(workers * 4), chunksize=1)
 
         def side(name: str, call: Callable[[], Iterable[Any]]) -> Side:
-            return Side(name, lambda: timed_calls(call, config.maps_per_sample, expected))
+            return Side(name, lambda n: timed_calls(call, n, expected), config.maps_per_sample)
 
         pairs = {
             "map": (
@@ -433,37 +381,12 @@ def bench_steady(config: Config) -> list[Row]:
 
     rows = []
     for key, (ours, peer) in pairs.items():
-        show([peer, ours], "/call")
-        show_ratio(ours, peer)
-        rows.append(compare(STEADY_LABELS[key], ours, peer, "<= 1.5x" if key == "map" else "info"))
+        show_pair(peer, ours, "/call")
+        rows.append(versus(STEADY_LABELS[key], ours, peer, "<= 1.5x" if key == "map" else "info"))
     return rows
 
 
-# -- summary -----------------------------------------------------------------------------
-
-
-def print_table(rows: list[Row]) -> None:
-    headers = ("operation", "ours", "peer", "ratio", "target", "met?")
-    cells = [
-        (
-            row.label,
-            row.ours,
-            row.other,
-            "-" if row.ratio is None else f"{row.ratio:.2f}x",
-            row.target,
-            "-" if row.met is None else ("yes" if row.met else "NO"),
-        )
-        for row in rows
-    ]
-    widths = [max(len(line[i]) for line in [headers, *cells]) for i in range(len(headers))]
-
-    def line(values: tuple[str, ...]) -> str:
-        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
-
-    print(line(headers))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for values in cells:
-        print(line(values))
+# -- the run -----------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -478,21 +401,11 @@ def main(argv: list[str] | None = None) -> int:
 
     config = QUICK if args.quick else FULL
     started = time.perf_counter()
-    print(
-        f"suitkaise {__version__} pool benchmarks ({'quick' if args.quick else 'full'} run): "
-        f"Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; "
-        "interleaved samples, medians"
+    print_banner(
+        f"suitkaise {__version__} pool benchmarks", args.quick, ["interleaved samples, medians"]
     )
-    if hasattr(os, "getloadavg"):
-        print(f"load average at start: {os.getloadavg()[0]:.2f} (above ~0.5, expect noise)")
-    rows: list[Row] = []
-    rows += bench_e2e(config)
-    rows += bench_steady(config)
-    print(f"\nSummary ({time.perf_counter() - started:.1f} s):\n")
-    print_table(rows)
-    missed = [row.label for row in rows if row.met is False]
-    print(f"\nTargets missed: {', '.join(missed)}" if missed else "\nAll targets met.")
+    rows = [*bench_e2e(config), *bench_steady(config)]
+    print_summary(rows, started, "peer")
     return 0
 
 

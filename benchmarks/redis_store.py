@@ -62,17 +62,32 @@ import gc
 import importlib.util
 import multiprocessing
 import os
-import platform
 import statistics
 import sys
 import time
-import traceback
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import repeat
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+from _harness import (
+    Row,
+    Sampling,
+    Side,
+    compare,
+    fmt_kps,
+    fmt_us,
+    guarded,
+    measure,
+    paired,
+    print_banner,
+    print_summary,
+    show,
+    show_ratio,
+    unmeasured,
+)
 
 NEVER = 10**9  # a threshold no benchmark reaches: short() never trips, never sleeps
 REPO = Path(__file__).resolve().parents[1]
@@ -86,12 +101,9 @@ CHILD_TIMEOUT_S = 60.0  # a client process that does not answer in this long is 
 # -- configuration ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Config:
-    repeats: int  # timed samples per side, interleaved across sides
-    sample_s: float  # wanted duration of one sample; sets the calls per sample
-    min_calls: int
-    max_calls: int
+@dataclass(frozen=True, kw_only=True)
+class Config(Sampling):
+    first_calls: int = 50  # calibration starts here: a round trip takes tens of µs
     tp_repeats: int  # throughput rounds per (side, processes), interleaved
     tp_duration_s: float  # how long the clients run in one throughput round
 
@@ -147,125 +159,23 @@ ORDER = [
 ]
 
 
-# -- result rows --------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One line of the summary: ours against a bare redis-py call."""
-
-    label: str
-    ours: str
-    other: str
-    ratio: float | None  # None: a side could not be measured
-    target: str  # "<= 1.2x", or "info" for context rows
-    met: bool | None = None  # None for context rows
-
-
-@dataclass
-class Side:
-    """One measured thing: ``run(n)`` makes n calls and returns the elapsed nanoseconds."""
-
-    name: str
-    run: Callable[[int], int]
-    calls: int = 0
-    samples: list[float] = field(default_factory=list)  # ns per call
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-
-def fmt_ns(ns: float) -> str:
-    return f"{ns / 1000:,.1f} µs" if ns >= 10_000 else f"{ns / 1000:.2f} µs"
-
-
-def fmt_rate(ops_per_s: float) -> str:
-    return f"{ops_per_s / 1e3:,.1f} k/s"
-
-
-def judge(ratio: float, target: str) -> bool:
-    op, _, bound = target.partition(" ")
-    limit = float(bound.rstrip("x"))
-    return ratio <= limit if op == "<=" else ratio >= limit
-
-
-def compare(label: str, ours: str, other: str, ratio: float | None, target: str) -> Row:
-    met = None if ratio is None or target == "info" else judge(ratio, target)
-    return Row(label, ours, other, ratio, target, met)
-
-
-def paired(ours: list[float], other: list[float]) -> float:
-    """The reported ratio: the median, over the repeats, of ours / other in one repeat."""
-    return statistics.median(a / b for a, b in zip(ours, other, strict=True))
+# -- per-call rows and ratios ---------------------------------------------------------
 
 
 def per_call_row(label: str, ours: Side, other: Side, target: str) -> Row:
+    """A row of two per-call sides; its ratio is the median of the per-repeat ratios."""
     ratio = paired(ours.samples, other.samples)
-    return compare(label, fmt_ns(ours.median), fmt_ns(other.median), ratio, target)
+    return compare(label, fmt_us(ours.median), fmt_us(other.median), ratio, target)
 
 
-def unmeasured(label: str, why: str) -> Row:
-    return Row(label, "-", why, None, "info")
-
-
-# -- measuring ----------------------------------------------------------------------------
-
-
-def paused_gc(run: Callable[[int], int], n: int) -> int:
-    """``run(n)`` with the garbage collector paused, as ``timeit`` does."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return run(n)
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def calibrate(side: Side, config: Config) -> None:
-    """Pick the calls per sample so that one sample lasts about ``config.sample_s``.
-    This also warms the side up (connections made, scripts loaded, caches filled)."""
-    n = 50
-    while True:
-        elapsed = paused_gc(side.run, n)
-        if elapsed >= 20_000_000 or n >= config.max_calls:  # 20 ms is enough to estimate
-            break
-        n *= 4
-    wanted = int(config.sample_s * 1e9 * n / max(elapsed, 1))
-    side.calls = max(config.min_calls, min(config.max_calls, wanted))
-    gc.collect()
-
-
-def measure(sides: list[Side], config: Config) -> None:
-    """Interleaved samples: every repeat times each side once, in turn."""
-    for side in sides:
-        calibrate(side, config)
-    for _ in range(config.repeats):
-        for side in sides:
-            elapsed = paused_gc(side.run, side.calls)
-            side.samples.append(elapsed / side.calls)
-            gc.collect()
-
-
-def show_ratio(ours: Side, other: Side) -> None:
-    """The median of the per-repeat ratios (the reported one), the ratio of the medians,
-    and the ratio of the bests (least disturbed by noise)."""
-    print(
-        f"    {ours.name} / {other.name}: {paired(ours.samples, other.samples):.3f}x median "
-        f"per repeat, {ours.median / other.median:.3f}x by medians, "
-        f"{min(ours.samples) / min(other.samples):.3f}x by bests"
-    )
-
-
-def show(sides: list[Side]) -> None:
-    for side in sides:
-        low, high = min(side.samples), max(side.samples)
-        print(
-            f"  {side.name:<44} median {fmt_ns(side.median):>9}"
-            f"   (min {fmt_ns(low)}, max {fmt_ns(high)}, {side.calls:,} calls x "
-            f"{len(side.samples)})"
-        )
+def measure_and_show(sides: list[Side], config: Config, pairs: list[tuple[Side, Side]]) -> None:
+    """Measure the sides, print their figures, then the ratios of each (ours, other) pair:
+    the median of the per-repeat ratios (the reported one), the ratio of the medians and
+    the ratio of the bests (least disturbed by noise), to three decimals."""
+    measure(sides, config)
+    show(sides, fmt_us, width=44)
+    for ours, other in pairs:
+        show_ratio(ours, other, digits=3, per_repeat=True)
 
 
 # -- the server ---------------------------------------------------------------------------
@@ -376,13 +286,11 @@ def bench_short(url: str, config: Config) -> list[Row]:
         mine = Side("Circuit.short()", ours)
         script = Side("bare client.evalsha(store script)", bare_script)
         mine_b = Side("BreakingCircuit.short()", ours_breaker)
-        sides = [floor, mine, script, mine_b]
-        measure(sides, config)
-        show(sides)
-        show_ratio(mine, floor)
-        show_ratio(mine_b, floor)
-        show_ratio(script, floor)
-        show_ratio(mine, script)
+        measure_and_show(
+            [floor, mine, script, mine_b],
+            config,
+            [(mine, floor), (mine_b, floor), (script, floor), (mine, script)],
+        )
         if circuit.total_trips or breaker.broken:
             print("  WARNING: a circuit tripped; the figures include a trip")
     finally:
@@ -436,12 +344,9 @@ def bench_broken(url: str, config: Config) -> list[Row]:
         floor = Side("bare client.get(key)", bare_get)
         mine = Side("BreakingCircuit.broken", ours)
         hmget = Side("bare client.hmget(circuit key, 4 fields)", bare_hmget)
-        sides = [floor, mine, hmget]
-        measure(sides, config)
-        show(sides)
-        show_ratio(mine, floor)
-        show_ratio(hmget, floor)
-        show_ratio(mine, hmget)
+        measure_and_show(
+            [floor, mine, hmget], config, [(mine, floor), (hmget, floor), (mine, hmget)]
+        )
     finally:
         client.close()
         store.client.close()
@@ -589,13 +494,13 @@ def bench_throughput(url: str, config: Config) -> list[Row]:
     for (kind, processes), values in rates.items():
         print(
             f"  {names[kind]:<30} {processes} process{'es' if processes > 1 else '  '}  "
-            f"median {fmt_rate(med[kind, processes]):>11}   (min {fmt_rate(min(values))}, "
-            f"max {fmt_rate(max(values))}, {len(values)} rounds)"
+            f"median {fmt_kps(med[kind, processes]):>11}   (min {fmt_kps(min(values))}, "
+            f"max {fmt_kps(max(values))}, {len(values)} rounds)"
         )
 
     def row(label: str, a: tuple[str, int], b: tuple[str, int]) -> Row:
         ratio = paired(rates[a], rates[b])
-        return compare(label, fmt_rate(med[a]), fmt_rate(med[b]), ratio, "info")
+        return compare(label, fmt_kps(med[a]), fmt_kps(med[b]), ratio, "info")
 
     many = PROCESSES
     return [
@@ -652,11 +557,7 @@ def bench_async(url: str, config: Config) -> list[Row]:
         floor = Side("await aclient.evalsha(return 1)", on_loop(bare))
         mine = Side("await c.short.asynced()()", on_loop(ours))
         blocking = Side("c.short() (sync)", sync)
-        sides = [floor, mine, blocking]
-        measure(sides, config)
-        show(sides)
-        show_ratio(mine, floor)
-        show_ratio(mine, blocking)
+        measure_and_show([floor, mine, blocking], config, [(mine, floor), (mine, blocking)])
     finally:
         try:
             loop.run_until_complete(aclient.aclose())
@@ -673,41 +574,7 @@ def bench_async(url: str, config: Config) -> list[Row]:
     ]
 
 
-# -- summary -----------------------------------------------------------------------------
-
-
-def guarded(section: Callable[[], list[Row]], labels: list[str]) -> list[Row]:
-    """Run a section; if it fails, say so and give its rows as unmeasured (exit stays 0)."""
-    try:
-        return section()
-    except Exception:
-        traceback.print_exc()
-        print(f"  could not measure: {', '.join(labels)}")
-        return [unmeasured(label, "failed, see above") for label in labels]
-
-
-def print_table(rows: list[Row]) -> None:
-    headers = ("operation", "ours", "bare redis-py", "ratio", "target", "met?")
-    cells = [
-        (
-            row.label,
-            row.ours,
-            row.other,
-            "-" if row.ratio is None else f"{row.ratio:.2f}x",
-            row.target,
-            "-" if row.met is None else ("yes" if row.met else "NO"),
-        )
-        for row in rows
-    ]
-    widths = [max(len(line[i]) for line in [headers, *cells]) for i in range(len(headers))]
-
-    def line(values: tuple[str, ...]) -> str:
-        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
-
-    print(line(headers))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for values in cells:
-        print(line(values))
+# -- the run -----------------------------------------------------------------------------
 
 
 def no_server(error: Exception) -> list[Row]:
@@ -777,14 +644,11 @@ def main(argv: list[str] | None = None) -> int:
             client += " (pure-Python parser, no hiredis)"
     config = QUICK if args.quick else FULL
     started = time.perf_counter()
-    print(
-        f"suitkaise {__version__} Redis store benchmarks ({'quick' if args.quick else 'full'} "
-        f"run): Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; {client}; "
-        f"{config.repeats} interleaved samples per side, medians"
+    print_banner(
+        f"suitkaise {__version__} Redis store benchmarks",
+        args.quick,
+        [client, f"{config.repeats} interleaved samples per side, medians"],
     )
-    if hasattr(os, "getloadavg"):
-        print(f"load average at start: {os.getloadavg()[0]:.2f} (above ~0.5, expect noise)")
     try:
         if not have_redis:
             print(f"  could not measure: {', '.join(ORDER)}")
@@ -794,14 +658,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted; the server and the client processes were stopped.")
         return 130
-    print(f"\nSummary ({time.perf_counter() - started:.1f} s):\n")
-    print_table(rows)
-    print(
-        "\nours, bare: medians; ratio: median over the repeats of ours / bare measured side by "
-        "side\n(for ops/s rows, above 1 means more calls per second)"
+    print_summary(
+        rows,
+        started,
+        "bare redis-py",
+        note="\nours, bare: medians; ratio: median over the repeats of ours / bare measured side "
+        "by side\n(for ops/s rows, above 1 means more calls per second)",
     )
-    missed = [row.label for row in rows if row.met is False]
-    print(f"\nTargets missed: {', '.join(missed)}" if missed else "\nAll targets met.")
     return 0
 
 

@@ -68,19 +68,34 @@ import gc
 import math
 import multiprocessing
 import os
-import platform
 import random
 import statistics
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import repeat
 from multiprocessing.connection import Connection
 from multiprocessing.managers import SyncManager
 from typing import Any
+
+from _harness import (
+    Row,
+    Sampling,
+    Side,
+    fmt_us,
+    guarded,
+    measure,
+    ms_format,
+    paused_gc,
+    print_banner,
+    print_summary,
+    ratio_row,
+    show,
+    show_ratio,
+    unmeasured,
+)
 
 NEVER = 10**9  # a threshold no benchmark reaches: short() never trips, never sleeps
 CHILD_TIMEOUT_S = 60.0  # a child that does not answer in this long is taken for stuck
@@ -90,12 +105,9 @@ SHARE_DIRECTORIES: list[str] = []  # every Share made here, checked for removal 
 # -- configuration ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Config:
-    repeats: int  # timed samples per side, interleaved across sides
-    sample_s: float  # wanted duration of one sample; sets the calls per sample
-    min_calls: int
-    max_calls: int
+@dataclass(frozen=True, kw_only=True)
+class Config(Sampling):
+    first_calls: int = 10  # calibration starts here: a Manager call takes tens of µs
     trip_trials: int  # trips timed per side (row 3)
     startup_repeats: int  # Share() / Manager() starts timed per side (row 5)
 
@@ -129,27 +141,7 @@ class BenchManager(SyncManager):
 BenchManager.register("Counter", Counter)
 
 
-# -- result rows --------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One line of the summary: ours against a peer, or against an absolute limit."""
-
-    label: str
-    ours: str
-    other: str
-    ratio: float | None  # None: no ratio (an absolute target, or a side not measured)
-    target: str  # "<= 0.1x", "<= 5 µs", or "info" for context rows
-    met: bool | None = None  # None for context rows
-
-
-def ratio_row(
-    label: str, ours: float, other: float, target: str, fmt: Callable[[float], str]
-) -> Row:
-    ratio = ours / other
-    met = None if target == "info" else ratio <= float(target.split()[1].rstrip("x"))
-    return Row(label, fmt(ours), fmt(other), ratio, target, met)
+# -- rows and figures --------------------------------------------------------------------
 
 
 def limit_row(
@@ -159,18 +151,7 @@ def limit_row(
     return Row(label, fmt(ours), f"limit {fmt(limit)}", None, target, ours <= limit)
 
 
-def unmeasured(label: str, why: str) -> Row:
-    return Row(label, "-", why, None, "info")
-
-
-def fmt_ns(ns: float) -> str:
-    if ns >= 10_000:
-        return f"{ns / 1000:,.1f} µs"
-    return f"{ns / 1000:.2f} µs"
-
-
-def fmt_ms(ns: float) -> str:
-    return f"{ns / 1e6:.1f} ms" if ns >= 1e7 else f"{ns / 1e6:.3f} ms"
+fmt_ms = ms_format(3)  # the trip latencies are fractions of a millisecond
 
 
 def fmt_mib(size: float) -> str:
@@ -273,17 +254,6 @@ MANAGER_LOOPS: dict[str, Callable[[dict[str, Any], int], int]] = {
 }
 
 
-def timed_in_child(loop: Callable[[Any, int], int], target: Any, n: int) -> int:
-    """``loop(target, n)`` with the garbage collector paused, as ``timeit`` does."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return loop(target, n)
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def child_main(conn: Connection, share: Any, peers: dict[str, Any]) -> None:
     """The child: answers requests from the parent until told to stop.
 
@@ -299,9 +269,9 @@ def child_main(conn: Connection, share: Any, peers: dict[str, Any]) -> None:
         if request[0] == "time":
             _, name, n = request
             if name in SHARE_LOOPS:
-                elapsed = timed_in_child(SHARE_LOOPS[name], share, n)
+                elapsed = paused_gc(SHARE_LOOPS[name], share, n)
             else:
-                elapsed = timed_in_child(MANAGER_LOOPS[name], peers, n)
+                elapsed = paused_gc(MANAGER_LOOPS[name], peers, n)
             conn.send(elapsed)
             gc.collect()
         elif request[0] == "watch":
@@ -355,61 +325,6 @@ class Child:
         self.conn.close()
 
 
-# -- measuring ----------------------------------------------------------------------------
-
-
-@dataclass
-class Side:
-    """One loop run in the child: ``run(n)`` makes n calls there and returns the ns."""
-
-    name: str
-    run: Callable[[int], int]
-    calls: int = 0
-    samples: list[float] = field(default_factory=list)  # ns per call
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-
-def calibrate(side: Side, config: Config) -> None:
-    """Pick the calls per sample so that one sample lasts about ``config.sample_s``."""
-    n = 10
-    while True:
-        elapsed = side.run(n)
-        if elapsed >= 20_000_000 or n >= config.max_calls:  # 20 ms is enough to estimate
-            break
-        n *= 4
-    wanted = int(config.sample_s * 1e9 * n / max(elapsed, 1))
-    side.calls = max(config.min_calls, min(config.max_calls, wanted))
-
-
-def measure(sides: list[Side], config: Config) -> None:
-    """Interleaved samples: every repeat times each side once, in turn."""
-    for side in sides:
-        calibrate(side, config)
-    for _ in range(config.repeats):
-        for side in sides:
-            side.samples.append(side.run(side.calls) / side.calls)
-
-
-def show(sides: list[Side]) -> None:
-    for side in sides:
-        print(
-            f"  {side.name:<46} median {fmt_ns(side.median):>9}   (min "
-            f"{fmt_ns(min(side.samples))}, max {fmt_ns(max(side.samples))}, "
-            f"{side.calls:,} calls x {len(side.samples)})"
-        )
-
-
-def show_ratio(ours: Side, other: Side) -> None:
-    """The ratio by medians (the reported one) and by bests (least disturbed by noise)."""
-    print(
-        f"    {ours.name} / {other.name}: {ours.median / other.median:.3f}x by medians, "
-        f"{min(ours.samples) / min(other.samples):.3f}x by bests"
-    )
-
-
 # -- rows 1, 2, 4 and the context calls: one method call from a child ------------------------
 
 SHORT_LABEL = "share.circuit.short() from child vs Manager call"
@@ -446,25 +361,25 @@ def bench_calls(child: Child, config: Config) -> list[Row]:
     peer, peer_value = (side(name) for name in MANAGER_LOOPS)
     ours = {name: side(name) for name in SHARE_LOOPS}
     sides = [peer, *ours.values(), peer_value]
-    measure(sides, config)
-    show(sides)
+    measure(sides, config, local_gc=False)  # the child pauses its own collector
+    show(sides, fmt_us)
     for mine in ours.values():
-        show_ratio(mine, peer)
-    show_ratio(peer_value, peer)
+        show_ratio(mine, peer, digits=3)
+    show_ratio(peer_value, peer, digits=3)
 
     def versus(label: str, name: str, target: str) -> Row:
-        return ratio_row(label, ours[name].median, peer.median, target, fmt_ns)
+        return ratio_row(label, ours[name].median, peer.median, target, fmt_us)
 
     return [
         versus(SHORT_LABEL, "share.circuit.short()", "<= 0.1x"),
-        limit_row(SHORT_ABS_LABEL, ours["share.circuit.short()"].median, 5_000, "<= 5 µs", fmt_ns),
+        limit_row(SHORT_ABS_LABEL, ours["share.circuit.short()"].median, 5_000, "<= 5 µs", fmt_us),
         versus(HELD_LABEL, "c.short(), c = share.circuit held", "info"),
         versus(BROKEN_LABEL, "share.breaker.broken", "<= 0.02x"),
-        limit_row(BROKEN_ABS_LABEL, ours["share.breaker.broken"].median, 1_000, "<= 1 µs", fmt_ns),
+        limit_row(BROKEN_ABS_LABEL, ours["share.breaker.broken"].median, 1_000, "<= 1 µs", fmt_us),
         versus(METHOD_LABEL, "share.obj.incr()", "<= 0.5x"),
         versus(IADD_LABEL, "share.counter += 1", "info"),
         versus(VALUE_LABEL, "share.value (cached int)", "info"),
-        ratio_row(PEER_CHECK_LABEL, peer_value.median, peer.median, "info", fmt_ns),
+        ratio_row(PEER_CHECK_LABEL, peer_value.median, peer.median, "info", fmt_us),
     ]
 
 
@@ -726,16 +641,6 @@ def bench_startup(config: Config) -> list[Row]:
 # -- summary -----------------------------------------------------------------------------
 
 
-def guarded(section: Callable[[], list[Row]], labels: list[str]) -> list[Row]:
-    """Run a section; if it fails, say so and give its rows as unmeasured (exit stays 0)."""
-    try:
-        return section()
-    except Exception:
-        traceback.print_exc()
-        print(f"  could not measure: {', '.join(labels)}")
-        return [unmeasured(label, "failed, see above") for label in labels]
-
-
 def live_coordinators() -> list[str]:
     """This script's Share coordinators still running (a coordinator started with a bare
     fork is not among multiprocessing's children); Linux only."""
@@ -769,30 +674,6 @@ def check_nothing_left() -> None:
         print(f"\nShare directories left behind: {directories}")
 
 
-def print_table(rows: list[Row]) -> None:
-    headers = ("operation", "ours", "peer / limit", "ratio", "target", "met?")
-    cells = [
-        (
-            row.label,
-            row.ours,
-            row.other,
-            "-" if row.ratio is None else f"{row.ratio:.3f}x",
-            row.target,
-            "-" if row.met is None else ("yes" if row.met else "NO"),
-        )
-        for row in rows
-    ]
-    widths = [max(len(line[i]) for line in [headers, *cells]) for i in range(len(headers))]
-
-    def line(values: tuple[str, ...]) -> str:
-        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
-
-    print(line(headers))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for values in cells:
-        print(line(values))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fast smoke run (~2 s)")
@@ -816,15 +697,12 @@ def run(quick: bool, busy: int) -> int:
 
     config = QUICK if quick else FULL
     started = time.perf_counter()
-    print(
-        f"suitkaise {__version__} Share benchmarks ({'quick' if quick else 'full'} run): "
-        f"Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, start method "
-        f"{multiprocessing.get_start_method()}; {config.repeats} interleaved samples per side, "
-        "medians"
+    print_banner(
+        f"suitkaise {__version__} Share benchmarks",
+        quick,
+        [f"{config.repeats} interleaved samples per side, medians"],
+        machine=f", start method {multiprocessing.get_start_method()}",
     )
-    if hasattr(os, "getloadavg"):
-        print(f"load average at start: {os.getloadavg()[0]:.2f} (above ~0.5, expect noise)")
     if busy:
         print(f"{busy} process(es) burning a CPU each throughout (--busy)")
     rows: list[Row] = []
@@ -851,10 +729,7 @@ def run(quick: bool, busy: int) -> int:
     by_label = {row.label: row for row in rows}
     rows = [by_label[label] for label in order if label in by_label]
     check_nothing_left()
-    print(f"\nSummary ({time.perf_counter() - started:.1f} s):\n")
-    print_table(rows)
-    missed = [row.label for row in rows if row.met is False]
-    print(f"\nTargets missed: {', '.join(missed)}" if missed else "\nAll targets met.")
+    print_summary(rows, started, "peer / limit", ratio_digits=3)
     return 0
 
 
