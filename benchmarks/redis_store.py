@@ -232,14 +232,6 @@ class Placement:
 # -- 1. short() against a bare EVALSHA ----------------------------------------------------
 
 
-def loop_call(call: Callable[[], object], n: int) -> int:
-    """The generic loop, for sides whose expression is a zero-argument call."""
-    t0 = time.perf_counter_ns()
-    for _ in repeat(None, n):
-        call()
-    return time.perf_counter_ns() - t0
-
-
 def bench_short(url: str, config: Config) -> list[Row]:
     import redis
 

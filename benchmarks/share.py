@@ -553,9 +553,9 @@ def bench_used(config: Config) -> list[Row]:
             "value": manager.Value("i", 12345),
             "event": manager.Event(),
         }
-        child = Child(share, peers)
-        rows += guarded(lambda: bench_calls(child, config), CALL_LABELS)
-        rows += guarded(lambda: bench_trip(child, share, peers, config), TRIP_LABELS)
+        child = running = Child(share, peers)
+        rows += guarded(lambda: bench_calls(running, config), CALL_LABELS)
+        rows += guarded(lambda: bench_trip(running, share, peers, config), TRIP_LABELS)
         child.close()
         child = None
         rows += guarded(lambda: bench_memory(share, manager), MEMORY_LABELS)
