@@ -753,8 +753,14 @@ def test_fallback_continues_locally_then_returns_to_redis(
     try:
         with recorded_sleeps() as sleeps, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+
+            def outages() -> list[Any]:
+                # Only the store's warnings: a garbage collection in the middle of the test
+                # may add ResourceWarnings about other tests' sockets.
+                return [w for w in caught if issubclass(w.category, RuntimeWarning)]
+
             assert [circuit.short() for _ in range(4)] == [False, False, True, False]
-            assert caught == []
+            assert outages() == []
             redis_server.stop()
             failed = time.monotonic()
             # On the local copy of the last known state (1, 1, 2.0), without delay.
@@ -762,9 +768,9 @@ def test_fallback_continues_locally_then_returns_to_redis(
             assert state(circuit) == (0, 3, 8.0, None)
             assert time.monotonic() - failed < TIMEOUT
             assert sleeps.durations == [1.0, 2.0, 4.0]
-            assert [w.category for w in caught] == [RuntimeWarning]  # one per outage
-            assert redis_url in str(caught[0].message) and "'fb'" in str(caught[0].message)
-            assert "fallback" in str(caught[0].message)
+            assert len(outages()) == 1  # one per outage
+            assert redis_url in str(outages()[0].message) and "'fb'" in str(outages()[0].message)
+            assert "fallback" in str(outages()[0].message)
 
             redis_server.start()
             # Within retry_interval Redis is not knocked again: still local.
@@ -785,12 +791,12 @@ def test_fallback_continues_locally_then_returns_to_redis(
             assert other.short() is False
             assert circuit.short() is True
             assert state(other) == (0, 1, 2.0, None)
-            assert len(caught) == 1
+            assert len(outages()) == 1
 
             redis_server.stop()  # a second outage: warned again, from the last known state
             assert circuit.short() is False
             assert state(circuit) == (1, 1, 2.0, None)
-            assert len(caught) == 2
+            assert len(outages()) == 2, [(w.category.__name__, str(w.message)) for w in caught]
     finally:
         ensure_running(redis_server)
 
