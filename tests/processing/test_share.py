@@ -139,6 +139,18 @@ class InsufficientFunds(Exception):
     pass
 
 
+class OneWayError(Exception):
+    """Pickles, but unpickling calls ``OneWayError(message)``, which needs two arguments."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"{code}: {text}")
+
+
+class Thrower:
+    def one_way(self) -> None:
+        raise OneWayError(7, "no way back")
+
+
 class Account:
     kind = "checking"
 
@@ -579,6 +591,14 @@ def test_a_dict_reads_as_a_proxy(share: Share) -> None:
     assert share.d == {"a": 1, "b": 2, "c": 3}
     with pytest.raises(KeyError):
         share.d["missing"]
+
+
+def test_an_exception_that_cannot_travel_back_arrives_as_a_runtime_error(share: Share) -> None:
+    share.thrower = Thrower()
+    with pytest.raises(RuntimeError, match=r"OneWayError: 7: no way back .*could not be sent"):
+        share.thrower.one_way()
+    share.n = 1  # the connection is still in step, and the coordinator still serves
+    assert share.n == 1
 
 
 def test_a_user_object_runs_its_methods_on_the_shared_copy(share: Share) -> None:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import ProcessError
 from ._orphan import exit_with_parent
-from ._skprocess import Skprocess, _Child, _dumps, _loads, host
+from ._pickling import dumps, loads, portable_error
+from ._skprocess import Skprocess, _Child, host
 
 if TYPE_CHECKING:
     from ._skprocess import Context
@@ -67,7 +68,7 @@ def _run_chunk(blob: bytes, star: bool, chunk: list[Any]) -> Shipment:
         target = _loaded.get(blob)
         if target is None:
             _loaded.clear()  # one call at a time per worker: keep only the current target
-            target = _loaded[blob] = _loads(blob)
+            target = _loaded[blob] = loads(blob)
         if isinstance(target, type) and issubclass(target, Skprocess):
             for item in chunk:
                 results.append(_run_process(target, item, star))
@@ -79,22 +80,9 @@ def _run_chunk(blob: bytes, star: bool, chunk: list[Any]) -> Shipment:
                 results.append(target(item))
     except Exception as error:
         # The items before the failing one keep their results (imap yields them first).
-        return _dumps(results), _portable_error(error), "".join(traceback.format_exception(error))
-    return _dumps(results), None, ""
-
-
-def _portable_error(error: BaseException) -> bytes:
-    try:
-        payload = _dumps(error)
-        _loads(payload)  # exceptions with a custom __init__ often do not unpickle
-    except Exception as unpicklable:
-        payload = _dumps(
-            ProcessError(
-                f"{type(error).__name__}: {error} (the exception itself could not be "
-                f"sent back: {unpicklable})"
-            )
-        )
-    return payload
+        text = "".join(traceback.format_exception(error))
+        return dumps(results), portable_error(error, ProcessError), text
+    return dumps(results), None, ""
 
 
 def _run_process(cls: type[Skprocess], item: Any, star: bool) -> Any:
@@ -308,7 +296,7 @@ class Pool:
         self, fn: Callable[..., Any] | type[Skprocess], items: list[Any], star: bool
     ) -> list[tuple[Future[Shipment], int]]:
         """Submit items in chunks; returns (future, index of the chunk's first item)."""
-        blob = _dumps(fn)
+        blob = dumps(fn)
         if isinstance(fn, type) and issubclass(fn, Skprocess):
             size = 1  # each item is a whole lifecycle: spread them over every worker
         else:
@@ -412,7 +400,7 @@ async def _awaited(future: Future[list[Any]]) -> list[Any]:
 def _unpack(future: Future[Shipment], timeout: float | None) -> Iterator[Any]:
     data, error_payload, text = future.result(timeout)
     try:
-        results: list[Any] = _loads(data)
+        results: list[Any] = loads(data)
     except Exception as error:
         raise ProcessError(
             f"a result from a Pool worker could not be rebuilt here: {type(error).__name__}: "
@@ -420,7 +408,7 @@ def _unpack(future: Future[Shipment], timeout: float | None) -> Iterator[Any]:
         ) from error
     yield from results
     if error_payload is not None:
-        failure: BaseException = _loads(error_payload)
+        failure: BaseException = loads(error_payload)
         raise failure from RemoteTraceback(f'\n"""\n{text}"""')
 
 

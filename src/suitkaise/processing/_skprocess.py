@@ -20,6 +20,7 @@ from ._config import ProcessConfig
 from ._errors import ProcessError, ResultError
 from ._lifecycle import Outcome, run_lifecycle
 from ._orphan import exit_with_parent
+from ._pickling import dumps, loads, round_trip
 
 if TYPE_CHECKING:
     from multiprocessing.context import DefaultContext, ForkContext, ForkServerContext, SpawnContext
@@ -32,28 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["Skprocess"]
 
 _ATEXIT_GRACE_SECONDS = 5.0
-
-
-# Pickled by reference to builtins whichever pickler is used: plain pickle does them
-# several times faster than cloudpickle's Python-level pickler.
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
-
-
-def _dumps(obj: object) -> bytes:
-    if type(obj) in _PLAIN:
-        import pickle
-
-        return pickle.dumps(obj, protocol=5)
-    import cloudpickle  # imported on first use: the core import stays light
-
-    data: bytes = cloudpickle.dumps(obj)
-    return data
-
-
-def _loads(data: bytes) -> Any:
-    import pickle
-
-    return pickle.loads(data)
 
 
 class _Parent:
@@ -195,7 +174,7 @@ class Skprocess:
         if type(self).__run__ is Skprocess.__run__:
             raise TypeError(f"{type(self).__name__} must define __run__")
         ctx = context or multiprocessing.get_context()
-        payload = _dumps(self)
+        payload = dumps(self)
         parent_messages, child_messages = ctx.Pipe(duplex=True)
         results_reader, results_writer = ctx.Pipe(duplex=False)
         stop_event = ctx.Event()
@@ -270,7 +249,7 @@ class Skprocess:
                 ),
             )
         try:
-            outcome: Outcome = _loads(data)
+            outcome: Outcome = loads(data)
         except Exception as error:  # e.g. a class the child could import and we cannot
             return Outcome(
                 None,
@@ -302,7 +281,7 @@ class Skprocess:
 
     def tell(self, obj: Any) -> None:
         """Send ``obj`` to the other side: to the child from the parent, or the reverse."""
-        self._sk_messages("tell").send_bytes(_dumps(obj))
+        self._sk_messages("tell").send_bytes(dumps(obj))
 
     def listen(self, timeout: float | None = None) -> Any:
         """Receive the next object sent by the other side with ``tell()``.
@@ -314,7 +293,7 @@ class Skprocess:
         try:
             if not messages.poll(timeout):
                 return None
-            return _loads(messages.recv_bytes())
+            return loads(messages.recv_bytes())
         except (EOFError, OSError):
             return None
 
@@ -362,13 +341,11 @@ def portable_outcome(outcome: Outcome) -> bytes:
     """Serialize an outcome for the parent. What cannot make the trip is replaced by a
     ``ProcessError`` that says what it was, so the parent always gets an answer."""
     try:
-        data = _dumps(outcome)
-        _loads(data)  # objects with a custom __init__ often pickle but do not unpickle
-        return data
+        return round_trip(outcome)
     except Exception as error:
         problem = f"{type(error).__name__}: {error}"
     if outcome.error is None:
-        return _dumps(
+        return dumps(
             Outcome(
                 None,
                 ResultError(
@@ -393,7 +370,7 @@ def portable_outcome(outcome: Outcome) -> bytes:
             f"{type(original).__name__}: {original} (could not be sent to the parent "
             f"process: {problem})"
         )
-    return _dumps(Outcome(None, replacement))
+    return dumps(Outcome(None, replacement))
 
 
 def _child_main(
@@ -407,7 +384,7 @@ def _child_main(
     # Ctrl-C reaches the whole process group; the parent decides how its children end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent(owner)
-    obj: Skprocess = _loads(payload)
+    obj: Skprocess = loads(payload)
     outcome = host(obj, _Child(messages, stop_event, current_run))
     results.send_bytes(portable_outcome(outcome))
     results.close()

@@ -24,7 +24,7 @@ from typing import Any
 
 from ...circuits import Settings
 from .._orphan import exit_with_parent
-from .._skprocess import _dumps
+from .._pickling import dumps, portable_error
 from ._memory import CROWDED_WORD, HEARTBEAT_WORD, Segment
 from ._proxies import INPLACE
 from ._wire import Wire
@@ -150,7 +150,7 @@ class _Coordinator:
         return entry[1]
 
     def op_getattr(self, name: str, attribute: str) -> tuple[Any, ...]:
-        return ("value", _dumps(getattr(self._object(name), attribute)))
+        return ("value", dumps(getattr(self._object(name), attribute)))
 
     def op_setattr(self, name: str, attribute: str, blob: bytes) -> tuple[Any, ...]:
         setattr(self._object(name), attribute, pickle.loads(blob))
@@ -159,7 +159,7 @@ class _Coordinator:
     def op_call(self, name: str, method: str, blob: bytes) -> tuple[Any, ...]:
         args, kwargs = pickle.loads(blob)
         result = getattr(self._object(name), method)(*args, **kwargs)
-        return ("value", _dumps(result))
+        return ("value", dumps(result))
 
     def op_inplace(self, name: str, method: str, blob: bytes) -> tuple[Any, ...]:
         entry = self.names.get(name)
@@ -168,7 +168,7 @@ class _Coordinator:
         current = pickle.loads(entry[1]) if entry[0] == "value" else entry[1]
         result = _INPLACE[method](current, pickle.loads(blob))
         if isinstance(result, BY_VALUE):
-            data = _dumps(result)
+            data = dumps(result)
             self.names[name] = ("value", data)
             self.segment.bump_version()
             # The version this change made: a client whose cache was current just before
@@ -183,7 +183,7 @@ class _Coordinator:
         """Stop serving, and return everything, serialized: what a restart starts from."""
         self.stopping.set()
         snapshot = {
-            name: (entry if entry[0] != "object" else ("object-blob", _dumps(entry[1])))
+            name: (entry if entry[0] != "object" else ("object-blob", dumps(entry[1])))
             for name, entry in self.names.items()
         }
         return ("ok", snapshot)
@@ -219,7 +219,7 @@ class _Coordinator:
                 except _Gone as gone:
                     reply = ("gone", gone.args[0])
                 except BaseException as error:  # the caller gets its own exception back
-                    reply = ("raise", _portable_error(error))
+                    reply = ("raise", portable_error(error, RuntimeError))
                 try:
                     wire.send(pickle.dumps(reply, protocol=5))
                 except OSError:
@@ -245,13 +245,6 @@ def _handshake(sock: socket.socket, authkey: bytes) -> bool:
 
 class _Gone(Exception):
     pass
-
-
-def _portable_error(error: BaseException) -> bytes:
-    try:
-        return _dumps(error)
-    except Exception:
-        return _dumps(RuntimeError(f"{type(error).__name__}: {error}"))
 
 
 def _seed(snapshot: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ...circuits import BreakingCircuit, Circuit
 from ...circuits._circuit import _CircuitBase
 from .._errors import ShareError
-from .._skprocess import _dumps
+from .._pickling import dumps
 from ._coordinator import serve
 from ._launch import CoordinatorProcess, launch
 from ._memory import (
@@ -207,7 +207,7 @@ class _Link:
 
     def call(self, name: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            blob = _dumps((args, kwargs)) if args or kwargs else _NO_ARGUMENTS
+            blob = dumps((args, kwargs)) if args or kwargs else _NO_ARGUMENTS
         except Exception as error:
             raise TypeError(
                 f"the arguments of share.{name}.{method}() cannot be sent to the Share "
@@ -219,12 +219,12 @@ class _Link:
         return self.result(name, self.request("getattr", name, attribute))
 
     def set_attribute(self, name: str, attribute: str, value: Any) -> None:
-        self.result(name, self.request("setattr", name, attribute, _dumps(value)))
+        self.result(name, self.request("setattr", name, attribute, dumps(value)))
 
     def inplace(self, name: str, method: str, other: Any) -> None:
         """``share.name op= other``, applied atomically at the coordinator."""
         try:
-            blob = _dumps(other)
+            blob = dumps(other)
         except Exception as error:
             raise TypeError(
                 f"share.{name} {method}: the operand cannot be sent to the Share "
@@ -462,7 +462,7 @@ class Share:
             )
             return
         try:
-            blob = _dumps(value)
+            blob = dumps(value)
         except Exception as error:
             raise TypeError(
                 f"share.{name} = {type(value).__name__} object: it cannot be sent between "
