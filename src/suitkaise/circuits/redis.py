@@ -295,7 +295,7 @@ class RedisCircuitStore:
     # -- Redis calls, with the failure policy in one place ---------------------------------
 
     def _create(self) -> None:
-        redis = _import_redis()
+        redis = self._redis
         try:
             stored = self.config.client.eval(
                 INIT_LUA, 1, self.config.key, *_config_args(self.kind, self.settings)
@@ -318,15 +318,21 @@ class RedisCircuitStore:
                 "configuration"
             )
 
+    def _unreachable(self) -> tuple[type[BaseException], ...]:
+        """The errors that mean "Redis did not answer" (as opposed to "Redis said no")."""
+        return (self._redis.ConnectionError, self._redis.TimeoutError, OSError)
+
+    def _outage(self, error: BaseException) -> RedisStoreError:
+        return RedisStoreError(
+            f"Redis at {self.config.url} did not answer within {self.config.timeout:g} s "
+            f"({type(error).__name__}: {error})"
+        )
+
     def _call(self, work: Any) -> Any:
-        redis = _import_redis()
         try:
             return work()
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
-            raise RedisStoreError(
-                f"Redis at {self.config.url} did not answer within {self.config.timeout:g} s "
-                f"({type(error).__name__}: {error})"
-            ) from None
+        except self._unreachable() as error:
+            raise self._outage(error) from None
 
     def _local_copy(self) -> LocalStore:
         if self._local is None:
@@ -344,15 +350,27 @@ class RedisCircuitStore:
         when Redis is unreachable (and do not knock again before ``retry_interval``)."""
         if not self.config.fallback:
             return self._call(remote)
-        if self._local is not None and time.monotonic() < self._retry_at:
+        if self._waiting_to_retry():
             return local(self._local)
         try:
             result = self._call(remote)
         except RedisStoreError:
-            self._retry_at = time.monotonic() + self.config.retry_interval
-            return local(self._local_copy())
+            return local(self._fall_back())
         self._local = None  # Redis is back: the shared state is the truth again
         return result
+
+    def _waiting_to_retry(self) -> bool:
+        """Fallback mode, in an outage, and too early to knock on Redis again."""
+        return (
+            self.config.fallback
+            and self._local is not None
+            and time.monotonic() < self._retry_at
+        )
+
+    def _fall_back(self) -> LocalStore:
+        """Redis just failed to answer: use the local copy until ``retry_interval`` ends."""
+        self._retry_at = time.monotonic() + self.config.retry_interval
+        return self._local_copy()
 
     # -- the store interface ---------------------------------------------------------
 
@@ -395,8 +413,9 @@ class RedisCircuitStore:
             import trio
 
             return await trio.to_thread.run_sync(self.apply, transition, settings, custom_sleep)
-        if self.config.fallback and self._local is not None and time.monotonic() < self._retry_at:
-            return self._local.apply(transition, settings, custom_sleep)
+        copy = self._local
+        if copy is not None and self._waiting_to_retry():
+            return copy.apply(transition, settings, custom_sleep)
         client = self._client_for_this_loop()
         custom = "" if custom_sleep is None else _number(custom_sleep)
         redis_module = self._redis
@@ -413,14 +432,10 @@ class RedisCircuitStore:
                     raise
                 self._create()  # the key is gone: see apply(); rare, so done synchronously
                 reply = await client.evalsha(LUA_SHA, *args)
-        except (redis_module.ConnectionError, redis_module.TimeoutError, OSError) as error:
+        except self._unreachable() as error:
             if self.config.fallback:
-                self._retry_at = time.monotonic() + self.config.retry_interval
-                return self._local_copy().apply(transition, settings, custom_sleep)
-            raise RedisStoreError(
-                f"Redis at {self.config.url} did not answer within {self.config.timeout:g} s "
-                f"({type(error).__name__}: {error})"
-            ) from None
+                return self._fall_back().apply(transition, settings, custom_sleep)
+            raise self._outage(error) from None
         self._local = None
         return self._decision(reply)
 
