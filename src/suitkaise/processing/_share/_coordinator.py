@@ -170,10 +170,9 @@ class _Coordinator:
         if isinstance(result, BY_VALUE):
             data = dumps(result)
             self.names[name] = ("value", data)
-            self.segment.bump_version()
             # The version this change made: a client whose cache was current just before
             # it may keep the cache, with the new value (no read round trip next time).
-            return ("value", data, self.segment.version)
+            return ("value", data, self.segment.bump_version())
         self.names[name] = ("object", result)
         if result is not current:
             self.segment.bump_version()

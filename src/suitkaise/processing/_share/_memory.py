@@ -83,13 +83,12 @@ class Segment:
         finally:
             os.close(fd)
 
-    @property
-    def version(self) -> int:
-        return self.words[VERSION_WORD]
-
-    def bump_version(self) -> None:
-        """Called by the coordinator only (it serialises all name-table changes)."""
-        self.words[VERSION_WORD] += 1
+    def bump_version(self) -> int:
+        """Called by the coordinator only (it serialises all name-table changes); returns
+        the new version."""
+        version = self.words[VERSION_WORD] + 1
+        self.words[VERSION_WORD] = version
+        return version
 
     def thread_lock(self, slot: int) -> threading.Lock:
         if self._pid != os.getpid():
@@ -199,7 +198,8 @@ class SharedCircuitStore:
         return self._segment.apply(self._slot, transition, settings, custom_sleep)
 
     def read(self) -> State:
-        # Segment.read_slot inlined: `share.circuit.broken` is read in tight loops.
+        # Straight from the mapped words, no Segment call: `share.circuit.broken` is read in
+        # tight loops.
         words, doubles, base = self._words, self._doubles, self._base
         while True:
             copy = base + 1 + words[base] * COPY_WORDS
