@@ -223,7 +223,8 @@ TRANSITIONS: list[tuple[str, Any]] = [
     ("BreakingCircuit", _transitions.breaker_reset),
     ("BreakingCircuit", _transitions.reset_backoff),
 ]
-WIDE_FLOATS = st.floats(min_value=0.0, max_value=1e300, allow_nan=False, allow_infinity=False)
+# As wide as a duration may be (suitkaise._validation.MAX_SECONDS).
+WIDE_FLOATS = st.floats(min_value=0.0, max_value=1e9, allow_nan=False, allow_infinity=False)
 COUNTS = st.one_of(st.integers(0, 8), st.integers(0, 2**40))
 
 

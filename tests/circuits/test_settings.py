@@ -349,3 +349,45 @@ def test_bad_custom_sleep_on_a_non_tripping_short_is_still_refused(cls):
     with pytest.raises(ValueError):
         circuit.short(custom_sleep=-2)
     assert circuit.times_shorted == 0
+
+
+# -- durations that validate must also be sleepable ------------------------------------------
+
+
+@pytest.mark.parametrize("parameter", SECONDS_PARAMETERS)
+@pytest.mark.parametrize("value", [1e300, 1.0000001e9, 9.3e9, timedelta(days=10**6)])
+def test_seconds_parameters_longer_than_anything_can_sleep_are_value_errors(
+    cls, parameter, value
+):
+    # time.sleep, threading waits and setitimer overflow a little above 9.2e9 s; the limit
+    # leaves room for the jitter to double a sleep.
+    with pytest.raises(ValueError, match=_names(parameter, value) + r".*|at most 1e\+09"):
+        cls(1, **{parameter: value})
+
+
+def test_the_longest_accepted_sleep_can_be_slept_after_the_widest_jitter(cls):
+    from suitkaise._validation import MAX_SECONDS
+
+    circuit = cls(1, sleep_time_after_trip=MAX_SECONDS, max_sleep_time=MAX_SECONDS, jitter=1.0)
+    assert circuit.current_sleep_time == MAX_SECONDS
+    with recorded_sleeps(seed=3) as sleeps:
+        circuit.short()
+    (slept,) = sleeps.durations
+    assert 0 <= slept <= 2 * MAX_SECONDS
+    # What the recorder stood in for must accept it: a zero-length wait with the same bound.
+    import threading
+
+    assert threading.Event().wait(0) is False
+    assert 2 * MAX_SECONDS < threading.TIMEOUT_MAX
+
+
+@pytest.mark.parametrize("operation", ["short", "trip"])
+@pytest.mark.parametrize("value", [1e300, 2e9, timedelta(days=10**6)])
+def test_unsleepable_custom_sleep_is_refused_before_the_state_changes(cls, operation, value):
+    circuit = cls(1)
+    before = (circuit.times_shorted, circuit.total_trips, circuit.current_sleep_time)
+    with recorded_sleeps() as sleeps, pytest.raises(ValueError, match="custom_sleep"):
+        getattr(circuit, operation)(custom_sleep=value)
+    assert (circuit.times_shorted, circuit.total_trips, circuit.current_sleep_time) == before
+    assert getattr(circuit, "broken", False) is False
+    assert sleeps.durations == []

@@ -201,3 +201,31 @@ def test_config_travels_with_the_object() -> None:
     copy = pickle.loads(cloudpickle.dumps(Configured()))
     assert copy.process_config.runs == 3
     assert copy.process_config.timeouts.run == 0.125
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_timeouts_accept_a_timedelta(section: str) -> None:
+    from datetime import timedelta
+
+    timeouts = ProcessConfig().timeouts
+    setattr(timeouts, section, timedelta(milliseconds=250))
+    assert getattr(timeouts, section) == 0.25
+
+
+def test_join_in_accepts_a_timedelta() -> None:
+    from datetime import timedelta
+
+    config = ProcessConfig()
+    config.join_in = timedelta(seconds=90)
+    assert config.join_in == 90.0
+
+
+@pytest.mark.parametrize("value", [1e300, 1e10])
+def test_durations_that_cannot_be_timed_are_refused(value: float) -> None:
+    # setitimer (the section timer) overflows a little above 9.2e9 s.
+    config = ProcessConfig()
+    with pytest.raises(ValueError, match="at most"):
+        config.join_in = value
+    with pytest.raises(ValueError, match="at most"):
+        config.timeouts.run = value
+    assert config.join_in is None and config.timeouts.run is None

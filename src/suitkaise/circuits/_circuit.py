@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias, TypeVar
 
+from .._validation import seconds
 from . import _waiting
 from ._asyncable import AsyncableMethod
-from ._settings import Settings, seconds
+from ._settings import Settings
 from ._stores import CircuitStore, LocalStore, StoreFactory
 from ._transitions import (
     BROKEN,

@@ -7,50 +7,11 @@ clamped or silently corrected.
 
 from __future__ import annotations
 
-import math
-import sys
-from numbers import Real
 from typing import NamedTuple
 
-__all__ = ["Settings", "seconds"]
+from .._validation import count, real, seconds
 
-
-def seconds(name: str, value: object) -> float:
-    """Return ``value`` as a finite, non-negative number of seconds.
-
-    Accepts a real number (``int``, ``float``, ``fractions.Fraction``, ...) or a
-    ``datetime.timedelta``. ``bool`` is refused: ``True`` is almost always a mistake here.
-
-    Raises:
-        TypeError: ``value`` is not a real number or a timedelta.
-        ValueError: ``value`` is negative, NaN or infinite.
-    """
-    # A timedelta can only exist if datetime was imported; not importing it ourselves keeps
-    # `import suitkaise` light.
-    datetime = sys.modules.get("datetime")
-    if datetime is not None and isinstance(value, datetime.timedelta):
-        result = float(value.total_seconds())
-    elif isinstance(value, Real) and not isinstance(value, bool):
-        result = float(value)
-    else:
-        raise TypeError(
-            f"{name} must be a number of seconds (int or float) or a datetime.timedelta, "
-            f"got {value!r} of type {type(value).__name__}"
-        )
-    if not math.isfinite(result) or result < 0:
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-    return result
-
-
-def _real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(
-            f"{name} must be a real number, got {value!r} of type {type(value).__name__}"
-        )
-    result = float(value)
-    if not math.isfinite(result):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return result
+__all__ = ["Settings"]
 
 
 class Settings(NamedTuple):
@@ -81,24 +42,17 @@ class Settings(NamedTuple):
             ValueError: a value is out of range, or ``sleep_time_after_trip`` exceeds
                 ``max_sleep_time`` while ``backoff_factor > 1``.
         """
-        if isinstance(num_shorts_to_trip, bool) or not isinstance(num_shorts_to_trip, int):
-            raise TypeError(
-                "num_shorts_to_trip must be an int >= 1, "
-                f"got {num_shorts_to_trip!r} of type {type(num_shorts_to_trip).__name__}"
-            )
-        if num_shorts_to_trip < 1:
-            raise ValueError(f"num_shorts_to_trip must be an int >= 1, got {num_shorts_to_trip!r}")
-
+        threshold = count("num_shorts_to_trip", num_shorts_to_trip)
         sleep = seconds("sleep_time_after_trip", sleep_time_after_trip)
         cap = seconds("max_sleep_time", max_sleep_time)
 
-        factor = _real("backoff_factor", backoff_factor)
+        factor = real("backoff_factor", backoff_factor)
         if factor < 1.0:
             raise ValueError(
                 f"backoff_factor must be >= 1.0 (1.0 means no backoff), got {backoff_factor!r}"
             )
 
-        fraction = _real("jitter", jitter)
+        fraction = real("jitter", jitter)
         if not 0.0 <= fraction <= 1.0:
             hint = ""
             if 1.0 < fraction <= 100.0:
@@ -115,4 +69,4 @@ class Settings(NamedTuple):
                 f"when backoff_factor > 1 (got backoff_factor={backoff_factor!r}); "
                 "raise max_sleep_time or lower sleep_time_after_trip"
             )
-        return cls(int(num_shorts_to_trip), sleep, factor, cap, fraction)
+        return cls(threshold, sleep, factor, cap, fraction)

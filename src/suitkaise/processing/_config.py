@@ -6,27 +6,13 @@ set it) rather than later in the child process.
 
 from __future__ import annotations
 
-import math
-from numbers import Real
 from typing import Any
+
+from .._validation import count, optional_seconds
 
 __all__ = ["ProcessConfig", "Timeouts"]
 
 _SECTIONS = ("prerun", "run", "postrun", "onfinish", "result", "error")
-
-
-def _optional_seconds(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(
-            f"{name} must be a number of seconds or None, got {value!r} "
-            f"of type {type(value).__name__}"
-        )
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{name} must be a finite number of seconds > 0 or None, got {value!r}")
-    return seconds
 
 
 class Timeouts:
@@ -56,7 +42,7 @@ class Timeouts:
             raise AttributeError(
                 f"process_config.timeouts has no section {name!r}; sections: {', '.join(_SECTIONS)}"
             )
-        object.__setattr__(self, name, _optional_seconds(f"timeouts.{name}", value))
+        object.__setattr__(self, name, optional_seconds(f"timeouts.{name}", value))
 
     def __getstate__(self) -> dict[str, float | None]:
         return {section: getattr(self, section) for section in _SECTIONS}
@@ -99,17 +85,11 @@ class ProcessConfig:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "runs":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise TypeError(f"process_config.runs must be an int or None, got {value!r}")
-            if value is not None and value < 1:
-                raise ValueError(f"process_config.runs must be >= 1 or None, got {value!r}")
+            value = None if value is None else count("process_config.runs", value)
         elif name == "lives":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"process_config.lives must be an int >= 1, got {value!r}")
-            if value < 1:
-                raise ValueError(f"process_config.lives must be >= 1, got {value!r}")
+            value = count("process_config.lives", value)
         elif name == "join_in":
-            value = _optional_seconds("process_config.join_in", value)
+            value = optional_seconds("process_config.join_in", value)
         elif name == "timeouts":
             if not isinstance(value, Timeouts):
                 raise TypeError(
