@@ -13,7 +13,9 @@ import random
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -604,6 +606,102 @@ def test_recorded_sleeps_nest():
     assert after.durations == [5.0]
     assert outer.durations == [1.0, 4.0]
     assert inner.durations == [2.0, 3.0]
+
+
+def _in_thread(work: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_recorded_sleeps_blocks_overlapping_across_threads_close_in_any_order():
+    """Thread A opens, thread B opens, A closes, B closes: each block records its own
+    thread's sleeps, and real sleeping is back once both are closed (not A's recorder)."""
+    a_open, b_open, a_closed = threading.Event(), threading.Event(), threading.Event()
+    logs: dict[str, SleepLog] = {}
+
+    def a() -> None:
+        with recorded_sleeps() as log:
+            logs["a"] = log
+            a_open.set()
+            assert b_open.wait(10)
+            Circuit(1).short(custom_sleep=1.0)
+        a_closed.set()
+
+    def b() -> None:
+        assert a_open.wait(10)
+        with recorded_sleeps() as log:
+            logs["b"] = log
+            b_open.set()
+            assert a_closed.wait(10)
+            Circuit(1).short(custom_sleep=2.0)  # A's block is closed, B's is still open
+
+    threads = [_in_thread(a), _in_thread(b)]
+    for thread in threads:
+        thread.join(10)
+        assert not thread.is_alive()
+    assert logs["a"].durations == [1.0]
+    assert logs["b"].durations == [2.0]
+    circuit = Circuit(1, sleep_time_after_trip=0.02)
+    assert _measured_short(circuit) >= 0.02
+    assert logs["a"].durations == [1.0] and logs["b"].durations == [2.0]
+
+
+def test_recorded_sleeps_in_many_threads_at_once_lose_nothing_and_restore_sleep():
+    barrier = threading.Barrier(8)
+    logs: list[SleepLog] = []
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        barrier.wait(10)
+        for _ in range(50):
+            with recorded_sleeps() as log:
+                Circuit(1).short(custom_sleep=float(index + 1))
+            with lock:
+                logs.append(log)
+
+    threads = [_in_thread(lambda i=i: work(i)) for i in range(8)]
+    for thread in threads:
+        thread.join(20)
+        assert not thread.is_alive()
+    assert len(logs) == 400
+    assert all(len(log.durations) == 1 for log in logs)
+    assert sorted(log.durations[0] for log in logs) == sorted(
+        float(i + 1) for i in range(8) for _ in range(50)
+    )
+    assert _measured_short(Circuit(1, sleep_time_after_trip=0.02)) >= 0.02
+
+
+def test_a_thread_without_its_own_block_records_in_the_innermost_open_one():
+    """Worker threads a test starts inside its block are covered by it."""
+    circuit = Circuit(1, sleep_time_after_trip=3.0)
+    with recorded_sleeps() as log:
+        worker = _in_thread(circuit.short)
+        worker.join(10)
+    assert log.durations == [3.0]
+
+
+def test_recorded_sleeps_seed_applies_per_block_across_threads():
+    seeded_first: list[float] = []
+    with recorded_sleeps(seed=7) as log:
+        for _ in range(5):
+            Circuit(1, sleep_time_after_trip=2.0, jitter=0.5).short()
+    seeded_first = log.durations
+    other_open, done = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with recorded_sleeps(seed=99):
+            other_open.set()
+            assert done.wait(10)
+
+    thread = _in_thread(other)
+    assert other_open.wait(10)
+    with recorded_sleeps(seed=7) as again:
+        for _ in range(5):
+            Circuit(1, sleep_time_after_trip=2.0, jitter=0.5).short()
+    done.set()
+    thread.join(10)
+    assert again.durations == seeded_first
 
 
 def test_recorded_sleeps_seed_gives_reproducible_jitter():
