@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from leaks import Snapshot
 from redis_server import RedisServer
 
 
@@ -30,3 +31,13 @@ def redis_url(redis_server: RedisServer) -> str:
     client.flushall()
     client.close()
     return redis_server.url
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[None]:
+    """Fail the test if it leaves a file descriptor, a /dev/shm/suitkaise-* entry or a
+    process behind (after a garbage collection and a 3 s grace period)."""
+    before = Snapshot.take()
+    yield
+    problems = before.leaks()
+    assert not problems, "; ".join(problems)
