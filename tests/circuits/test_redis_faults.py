@@ -249,6 +249,62 @@ def test_a_stalled_reply_fails_within_the_timeout_and_counts_once(
     assert "may or may not have been applied" in str(error)
 
 
+class Interrupted(BaseException):
+    """Raised by a signal handler in the middle of a blocking call, like KeyboardInterrupt."""
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_an_interrupted_call_leaves_no_stray_reply(
+    redis_url: str, no_leaks: None, path: str
+) -> None:
+    """A call interrupted while its reply is on the way (KeyboardInterrupt in a blocking
+    read, or a cancelled task) must not leave that reply on a connection that the next call
+    reads: each later call gets its own reply. The server ran the interrupted short."""
+    import signal
+
+    with (
+        RedisProxy(port_of(redis_url)) as proxy,
+        store_on("url", proxy.url, "interrupted", timeout=SLOW) as store,
+    ):
+        circuit = Circuit(2, store=store)
+        if path == "sync":
+
+            def interrupt(signum: int, frame: Any) -> None:
+                raise Interrupted
+
+            previous = signal.signal(signal.SIGALRM, interrupt)
+            try:
+                assert circuit.short() is False
+                proxy.stall(2.0)
+                signal.setitimer(signal.ITIMER_REAL, 0.3)
+                with pytest.raises(Interrupted):
+                    circuit.short()  # the server trips the circuit; the reply is held
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+                proxy.resume()
+            time.sleep(0.1)
+            returns = [circuit.short(), circuit.short()]
+        else:
+
+            async def main() -> list[bool]:
+                short = circuit.short.asynced()
+                assert await short() is False
+                proxy.stall(2.0)
+                task = asyncio.ensure_future(short())
+                await asyncio.sleep(0.3)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                proxy.resume()
+                await asyncio.sleep(0.1)
+                return [await short(), await short()]
+
+            returns = asyncio.run(main())
+    assert returns == [False, True]  # not the held reply of the interrupted (tripping) call
+    assert counts(redis_url, "interrupted") == (0, 2)
+
+
 def test_the_script_recognises_a_re_sent_operation_and_refuses_a_late_one(
     redis_url: str,
 ) -> None:
@@ -666,6 +722,58 @@ def test_a_server_of_another_protocol_is_named(no_leaks: None) -> None:
         error, elapsed = attempt(lambda: Circuit(3, store=store))
         assert error is not None
         assert_refusal(error, "does not speak the Redis protocol", url)
+        assert elapsed < INSTANT
+        close(store)
+
+
+ERRORS: list[tuple[BaseException, bool, str]] = [
+    (redis.TimeoutError("Timeout reading from x"), True, "no reply within the timeout of 5 s"),
+    (redis.ConnectionError("Connection closed by server."), True, "connection failed or broke"),
+    (ConnectionResetError(104, "Connection reset by peer"), True, "connection failed or broke"),
+    (redis.BusyLoadingError("Redis is loading the dataset in memory"), True, "still loading"),
+    (redis.ConnectionError("max number of clients reached"), True, "no room for another"),
+    (redis.ResponseError("BUSY Redis is busy running a script."), True, "cannot serve now"),
+    (redis.ResponseError("MASTERDOWN Link with MASTER is down"), True, "cannot serve now"),
+    (redis.AuthenticationError("invalid password"), False, "authentication failed"),
+    (redis.exceptions.AuthorizationError("not allowed"), False, "authentication failed"),
+    (redis.exceptions.NoPermissionError("no permissions"), False, "(ACL:"),
+    (redis.exceptions.OutOfMemoryError("command not allowed"), False, "out of memory"),
+    (redis.exceptions.ReadOnlyError("You can't write"), False, "read-only replica"),
+    (redis.ResponseError("DB index is out of range"), False, "database 0 does not exist"),
+    (redis.ConnectionError("Invalid Database"), False, "database 0 does not exist"),
+    (redis.exceptions.InvalidResponse("Protocol Error: b'H'"), False, "does not speak"),
+    (redis.ResponseError("ERR unknown command 'EVALSHA'"), False, "does not run Lua scripts"),
+    (redis.ResponseError("MISCONF cannot persist"), False, "ResponseError: MISCONF"),
+    (redis.DataError("bad argument"), False, "DataError: bad argument"),
+]
+
+
+@pytest.mark.parametrize(("error", "outage", "cause"), ERRORS, ids=lambda v: repr(v)[:40])
+def test_every_redis_error_is_classified(
+    redis_url: str, error: BaseException, outage: bool, cause: str
+) -> None:
+    """What each redis-py (or socket) error becomes, for those hard to provoke for real."""
+    store = RedisStore(redis_url, "classify", timeout=SLOW)
+    circuit = Circuit(2, store=store)
+    failure = circuit._store._failure(error)
+    assert isinstance(failure, RedisStoreError)
+    assert failure.outage is outage
+    assert cause in str(failure) and "'classify'" in str(failure) and redis_url in str(failure)
+    # It travels between processes (a Pool worker raising it) with its flag.
+    copy = pickle.loads(pickle.dumps(failure))
+    assert (type(copy), str(copy), copy.outage) == (RedisStoreError, str(failure), outage)
+    store.close()
+
+
+def test_a_read_only_replica_is_named(no_leaks: None) -> None:
+    with (
+        PrivateRedis() as primary,
+        PrivateRedis("--replicaof", "127.0.0.1", str(primary.port)) as replica,
+    ):
+        store = RedisStore(f"redis://127.0.0.1:{replica.port}/0", "c", timeout=SLOW)
+        error, elapsed = attempt(lambda: Circuit(3, store=store))
+        assert error is not None
+        assert_refusal(error, "read-only replica", store.url)
         assert elapsed < INSTANT
         close(store)
 
