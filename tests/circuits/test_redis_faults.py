@@ -515,6 +515,31 @@ def test_tls_settings_are_carried_to_every_path(tmp_path: Path) -> None:
         client.close()
 
 
+def test_an_asyncio_client_gives_its_settings_and_unusable_ones_are_refused(
+    redis_url: str, no_leaks: None
+) -> None:
+    import redis.asyncio
+
+    port = port_of(redis_url)
+    client = redis.asyncio.Redis(host="127.0.0.1", port=port, db=2, client_name="from-aio")
+    store = RedisStore(client, "aio-client", timeout=SLOW)
+    circuit = Circuit(2, store=store)
+    assert store.url == f"redis://127.0.0.1:{port}/2"
+    assert [circuit.short(), asyncio.run(circuit.short.asynced()())] == [False, True]
+    with contextlib.closing(redis.Redis(host="127.0.0.1", port=port, db=2)) as raw:
+        assert raw.hget(KEY_PREFIX + "aio-client", "trips") == b"1"
+        raw.flushdb()
+    close(store)
+    # A setting the asyncio twin cannot honour is refused, not silently dropped.
+    ocsp = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_validate_ocsp=True)
+    strict = RedisStore(ocsp, "ocsp")
+    assert strict._endpoint is not None
+    with pytest.raises(TypeError, match="ssl_validate_ocsp"):
+        strict._endpoint._async_options(1.0)  # what the first .asynced() call builds
+    close(strict)
+    ocsp.close()
+
+
 @fork_with_threads
 def test_a_tls_server_is_used_with_the_clients_settings(no_leaks: None, tmp_path: Path) -> None:
     material = tls_material(tmp_path)

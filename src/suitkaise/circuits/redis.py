@@ -457,7 +457,7 @@ class _Target:
             # A bare object() is redis-py's "not given" marker: it means nothing elsewhere.
             if name not in _PLUMBING and type(value) is not object
         }
-        return cls(connection_class, kept)
+        return cls(connection_class, _fitted(connection_class, kept))
 
     def _display(self) -> str:
         from redis.connection import SSLConnection, UnixDomainSocketConnection
@@ -526,6 +526,25 @@ def _async_class(connection_class: type) -> type:
     raise TypeError(
         f"RedisStore has no asyncio twin for connection class {connection_class.__qualname__}"
     )
+
+
+def _fitted(connection_class: type, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` without those ``connection_class`` does not take (an asyncio client's
+    settings for a redis-py connection, or the other way round). A setting that is not
+    empty and cannot be honoured is refused rather than dropped."""
+    accepted = _accepted(connection_class)
+    unsupported = sorted(
+        name
+        for name, value in settings.items()
+        if name not in accepted and value not in (None, False, 0, "")
+    )
+    if unsupported:
+        raise TypeError(
+            f"RedisStore cannot honour the connection settings {', '.join(unsupported)} with "
+            f"{connection_class.__module__}.{connection_class.__qualname__}, which has no "
+            "such setting"
+        )
+    return {name: value for name, value in settings.items() if name in accepted}
 
 
 def _accepted(connection_class: type) -> set[str]:
@@ -645,20 +664,7 @@ class _Endpoint:
     def _async_options(self, timeout: float) -> tuple[type, dict[str, Any]]:
         if self._async is None:
             connection_class = _async_class(self.target.connection_class)
-            accepted = _accepted(connection_class)
-            unsupported = {
-                name: value
-                for name, value in self.target.settings.items()
-                if name not in accepted and value not in (None, False, 0, "")
-            }
-            if unsupported:
-                names = ", ".join(sorted(unsupported))
-                raise TypeError(
-                    f"the asyncio path of RedisStore cannot honour these connection settings "
-                    f"of {self.target.url}: {names} (redis.asyncio has no such setting)"
-                )
-            settings = {n: v for n, v in self.target.settings.items() if n in accepted}
-            self._async = (connection_class, settings)
+            self._async = (connection_class, _fitted(connection_class, self.target.settings))
         connection_class, settings = self._async
         return connection_class, {**settings, "socket_timeout": timeout,
                                   "socket_connect_timeout": timeout}  # fmt: skip
