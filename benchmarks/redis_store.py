@@ -12,10 +12,15 @@ loopback TCP, through redis-py (with hiredis if it is installed; the header says
 
 1. ``Circuit.short()`` (threshold 10**9: it never trips, never sleeps) on a RedisStore,
    against a bare ``client.evalsha(sha, 0)`` of ``return 1``, loaded once: the cheapest
-   possible script round trip. Target <= 1.2x. Context rows split the gap: a bare
-   ``evalsha`` of the store's own script with the same key and arguments does the same
-   work on the server with none of our client code, so "store script vs return 1" is the
-   server-side share and "short() vs store script" the client-side share.
+   possible script round trip. Target <= 1.2x, with the operation-id bookkeeping included
+   (every short carries its lane and number; the script checks and updates the lane's key).
+   Context rows split the gap: a bare ``evalsha`` of the store's own script with the same
+   keys and arguments (a new operation number each call) does the same work on the server
+   with none of our client code, so "store script vs return 1" is the server-side share and
+   "short() vs store script" the client-side share. The store packs its requests once and
+   sends them on redis-py connection objects, below redis-py's per-command client layer;
+   "short() vs raw EVALSHA" compares it with ``return 1`` sent that same way, the floor of
+   any script round trip through redis-py.
 2. ``BreakingCircuit.broken`` (one ``HMGET`` of the four state fields) against a bare
    ``client.get(key)``. Target <= 1.2x. Context: a bare ``client.hmget`` of the same
    fields.
@@ -60,6 +65,7 @@ import asyncio
 import contextlib
 import gc
 import importlib.util
+import itertools
 import multiprocessing
 import os
 import statistics
@@ -123,6 +129,7 @@ BROKEN_LABEL = "BreakingCircuit.broken vs bare GET"
 BREAKER_SHORT_LABEL = "BreakingCircuit.short() vs bare EVALSHA (return 1)"
 SCRIPT_SERVER_LABEL = "bare EVALSHA of store script vs return 1"
 SCRIPT_CLIENT_LABEL = "Circuit.short() vs bare EVALSHA of store script"
+RAW_LABEL = "Circuit.short() vs raw EVALSHA (return 1, packed once)"
 HMGET_SERVER_LABEL = "bare HMGET of 4 fields vs bare GET"
 HMGET_CLIENT_LABEL = "BreakingCircuit.broken vs bare HMGET"
 TP1_LABEL = "short() ops/s vs bare EVALSHA, 1 process"
@@ -137,6 +144,7 @@ SHORT_LABELS = [
     BREAKER_SHORT_LABEL,
     SCRIPT_SERVER_LABEL,
     SCRIPT_CLIENT_LABEL,
+    RAW_LABEL,
 ]
 BROKEN_LABELS = [BROKEN_LABEL, HMGET_SERVER_LABEL, HMGET_CLIENT_LABEL]
 TP_LABELS = [TP1_LABEL, TP4_LABEL, TP_SCALE_LABEL, TP_BARE_SCALE_LABEL]
@@ -148,6 +156,7 @@ ORDER = [
     BREAKER_SHORT_LABEL,
     SCRIPT_SERVER_LABEL,
     SCRIPT_CLIENT_LABEL,
+    RAW_LABEL,
     HMGET_SERVER_LABEL,
     HMGET_CLIENT_LABEL,
     TP1_LABEL,
@@ -236,18 +245,22 @@ def bench_short(url: str, config: Config) -> list[Row]:
     import redis
 
     from suitkaise import BreakingCircuit, Circuit
-    from suitkaise.circuits.redis import KEY_PREFIX, LUA, RedisStore
+    from suitkaise.circuits.redis import KEY_PREFIX, LANE_MEMORY_S, LANE_PREFIX, LUA, RedisStore
 
     print("\n1. short() without a trip on a RedisStore vs a bare EVALSHA round trip (redis-py)")
     client = redis.Redis.from_url(url)
     store = RedisStore(url, name="bench-short")
     breaker_store = RedisStore(url, name="bench-short-breaking")
+    raw: Any = None
     try:
         circuit = Circuit(NEVER, store=store)
         breaker = BreakingCircuit(NEVER, store=breaker_store)
         trivial = client.script_load(TRIVIAL_LUA)
         full = client.script_load(LUA)
         key = KEY_PREFIX + "bench-short"
+        lane = LANE_PREFIX + "bench:0"
+        window = str(int(LANE_MEMORY_S * 1000))
+        numbers = itertools.count(1)
 
         def bare(n: int) -> int:
             t0 = time.perf_counter_ns()
@@ -256,10 +269,23 @@ def bench_short(url: str, config: Config) -> list[Row]:
             return time.perf_counter_ns() - t0
 
         def bare_script(n: int) -> int:
-            # The store's own script on the same key, as Circuit.short() sends it.
+            # The store's own script on the same key, as Circuit.short() sends it: a lane
+            # and a new operation number each time (a repeated one is answered from memory).
             t0 = time.perf_counter_ns()
             for _ in repeat(None, n):
-                client.evalsha(full, 1, key, "circuit_short", "")
+                client.evalsha(full, 2, key, lane, "circuit_short", "", "", window, next(numbers))
+            return time.perf_counter_ns() - t0
+
+        # The floor under redis-py's client layer: `return 1` packed once and sent on one
+        # redis-py connection, as the store sends its own requests.
+        raw = redis.ConnectionPool.from_url(url).make_connection()
+        packed = b"*3\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n0\r\n" % str(trivial).encode()
+
+        def bare_raw(n: int) -> int:
+            t0 = time.perf_counter_ns()
+            for _ in repeat(None, n):
+                raw.send_packed_command([packed])
+                raw.read_response()
             return time.perf_counter_ns() - t0
 
         def ours(n: int) -> int:
@@ -278,22 +304,26 @@ def bench_short(url: str, config: Config) -> list[Row]:
         mine = Side("Circuit.short()", ours)
         script = Side("bare client.evalsha(store script)", bare_script)
         mine_b = Side("BreakingCircuit.short()", ours_breaker)
+        wire = Side("raw EVALSHA(return 1), packed once", bare_raw)
         measure_and_show(
-            [floor, mine, script, mine_b],
+            [floor, mine, script, mine_b, wire],
             config,
-            [(mine, floor), (mine_b, floor), (script, floor), (mine, script)],
+            [(mine, floor), (mine_b, floor), (script, floor), (mine, script), (mine, wire)],
         )
         if circuit.total_trips or breaker.broken:
             print("  WARNING: a circuit tripped; the figures include a trip")
     finally:
         client.close()
-        store.client.close()
-        breaker_store.client.close()
+        store.close()
+        breaker_store.close()
+        if raw is not None:
+            raw.disconnect()
     return [
         per_call_row(SHORT_LABEL, mine, floor, "<= 1.2x"),
         per_call_row(BREAKER_SHORT_LABEL, mine_b, floor, "info"),
         per_call_row(SCRIPT_SERVER_LABEL, script, floor, "info"),
         per_call_row(SCRIPT_CLIENT_LABEL, mine, script, "info"),
+        per_call_row(RAW_LABEL, mine, wire, "info"),
     ]
 
 
@@ -341,7 +371,7 @@ def bench_broken(url: str, config: Config) -> list[Row]:
         )
     finally:
         client.close()
-        store.client.close()
+        store.close()
     return [
         per_call_row(BROKEN_LABEL, mine, floor, "<= 1.2x"),
         per_call_row(HMGET_SERVER_LABEL, hmget, floor, "info"),
@@ -410,7 +440,7 @@ def client_process(conn: Connection, url: str, name: str) -> None:
             conn.send((count, time.monotonic()))
     finally:
         client.close()
-        store.client.close()
+        store.close()
         conn.close()
 
 
@@ -553,13 +583,12 @@ def bench_async(url: str, config: Config) -> list[Row]:
     finally:
         try:
             loop.run_until_complete(aclient.aclose())
-            # The store's own asyncio clients (one per event loop, made on the first
-            # asynced() call in it): closed here, before their loop is.
-            for script in list(getattr(circuit._store, "_async_scripts", {}).values()):
-                loop.run_until_complete(script.registered_client.aclose())
+            # The store's asyncio connections belong to this loop: they close when the
+            # loop's async generators are shut down, as at the end of asyncio.run().
+            loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
-            store.client.close()
+            store.close()
     return [
         per_call_row(ASYNC_LABEL, mine, floor, "info"),
         per_call_row(ASYNC_SYNC_LABEL, mine, blocking, "info"),

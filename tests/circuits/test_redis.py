@@ -19,10 +19,12 @@ What the fault tests observe (persistence is off, so a restarted server is empty
   with one ``RuntimeWarning`` per outage; Redis is not knocked again before
   ``retry_interval``; after that the next call reaches the restarted server, recreates the
   circuit afresh (the local changes are not merged) and every later call goes to Redis again.
-- A connection killed by the server (``CLIENT KILL``) is replaced transparently by redis-py: the
-  next call succeeds, sync and async.
-- A silent server (accepts, never answers) fails a call after about twice ``timeout``: redis-py
-  makes one retry.
+- A connection killed by the server (``CLIENT KILL``) is replaced transparently: the next call
+  is re-sent on a new connection (with the same operation id) and succeeds, sync and async.
+- A silent server (accepts, never answers) fails a call after about ``timeout``.
+
+``test_redis_faults.py`` covers the rest: lost and late replies, credentials and TLS, every
+refusal named, shared connections, forks, many threads.
 
 Children are spawned (as on another machine: nothing inherited), always joined, and
 terminated by their own handle if they outlive the deadline.
@@ -56,6 +58,7 @@ from hypothesis import strategies as st
 
 from suitkaise import BreakingCircuit, Circuit
 from suitkaise.circuits import _transitions
+from suitkaise.circuits import redis as redis_module
 from suitkaise.circuits._settings import Settings
 from suitkaise.circuits._waiting import jittered
 from suitkaise.circuits.redis import KEY_PREFIX, RedisStore, RedisStoreError
@@ -63,8 +66,8 @@ from suitkaise.circuits.testing import recorded_sleeps
 
 DEADLINE = 60.0  # seconds the parent waits for any child
 TIMEOUT = 0.5  # the RedisStore timeout of the fault tests
-# A call that cannot reach the server fails within about `timeout` per attempt; redis-py makes
-# one retry, so the bound is two attempts plus a generous margin for a loaded machine.
+# A call that cannot reach the server fails within about `timeout` (twice that if it must open a
+# connection first), plus a generous margin for a loaded machine.
 FAIL_WITHIN = 2 * TIMEOUT + 1.5
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -197,7 +200,7 @@ def test_lua_and_python_agree_on_random_runs(
     cls = {"Circuit": Circuit, "BreakingCircuit": BreakingCircuit}[kind]
     local = cls(**config)
     redis_store = RedisStore(redis_url, f"mirror-{next(MIRROR_NAMES)}")
-    with closing(redis_store.client):
+    with closing(redis_store):
         remote = cls(**config, store=redis_store)
         assert state(remote) == state(local)
         operations = OPERATIONS[kind]
@@ -253,10 +256,10 @@ def test_lua_mirrors_each_transition_from_any_state(
     config = Settings.create(threshold, sleep, factor, cap)
     name = f"mirror-{next(MIRROR_NAMES)}"
     redis_store = RedisStore(redis_url, name)
-    with closing(redis_store.client):
+    with closing(redis_store), raw_client(redis_url) as client:
         store = redis_store.open(kind, config)
         shorts, trips, current, broken = start
-        redis_store.client.hset(
+        client.hset(
             KEY_PREFIX + name,
             mapping={
                 "shorts": shorts,
@@ -316,7 +319,7 @@ def test_different_names_never_interfere(redis_url: str) -> None:
     elsewhere.short()
     assert elsewhere.times_shorted == 1 and circuits["a"].times_shorted == 1
     with raw_client(other_db) as client:
-        assert client.keys("*") == [(KEY_PREFIX + "a").encode()]
+        assert client.keys(KEY_PREFIX + "*") == [(KEY_PREFIX + "a").encode()]
         client.flushdb()
 
 
@@ -338,7 +341,14 @@ def test_keys_one_hash_per_circuit_under_the_prefix(redis_url: str) -> None:
         breaker.short()
         asyncio.run(circuit.short.asynced()())
     with raw_client(redis_url) as client:
-        assert sorted(client.keys("*")) == [b"suitkaise:circuit:orders", b"suitkaise:circuit:pay"]
+        assert sorted(client.keys(KEY_PREFIX + "*")) == [
+            b"suitkaise:circuit:orders",
+            b"suitkaise:circuit:pay",
+        ]
+        # Besides the circuits, only the lanes' memory of their last operation (one key per
+        # operation in flight at once, here one: the calls never overlapped).
+        others = set(client.keys("*")) - set(client.keys(KEY_PREFIX + "*"))
+        assert len(others) == 1 and others.pop().startswith(redis_module.LANE_PREFIX.encode())
         assert client.type("suitkaise:circuit:orders") == b"hash"
         assert stored(client, "orders") == {
             "kind": "Circuit",
@@ -473,30 +483,37 @@ def test_async_waits_for_a_slow_server_without_blocking_the_loop(redis_url: str)
     assert state(circuit) == (0, 1, 0.0, None)
 
 
-def test_async_path_uses_the_asyncio_client(
+def test_async_path_uses_asyncio_connections(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    circuit = BreakingCircuit(2, store=RedisStore(redis_url, "aio"))
-    commands: list[Any] = []
-    real = redis.asyncio.Redis.execute_command
+    """``.asynced()`` talks through redis.asyncio connections (with the same settings as the
+    sync path), never through a blocking socket."""
+    import redis.asyncio.connection
+    import redis.connection
 
-    async def counting(self: Any, *args: Any, **options: Any) -> Any:
-        commands.append(args[0])
-        return await real(self, *args, **options)
+    circuit = BreakingCircuit(2, store=RedisStore(redis_url, "aio"))
+    commands: list[bytes] = []
+    real = redis.asyncio.connection.AbstractConnection.send_packed_command
+
+    async def counting(self: Any, command: Any, *args: Any, **options: Any) -> Any:
+        commands.extend(bytes(piece).split(b"\r\n")[2] for piece in command)
+        return await real(self, command, *args, **options)
 
     def forbidden(self: Any, *args: Any, **options: Any) -> Any:
-        raise AssertionError(f"the sync client was called on the async path: {args[0]}")
+        raise AssertionError("a blocking connection was used on the async path")
 
     async def main() -> list[Any]:
-        monkeypatch.setattr(redis.asyncio.Redis, "execute_command", counting)
-        monkeypatch.setattr(redis.Redis, "execute_command", forbidden)
+        monkeypatch.setattr(
+            redis.asyncio.connection.AbstractConnection, "send_packed_command", counting
+        )
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", forbidden)
         try:
             return [await circuit.short.asynced()(), await circuit.short.asynced()()]
         finally:
             monkeypatch.undo()
 
     assert asyncio.run(main()) == [None, None]
-    assert commands.count("EVALSHA") >= 2
+    assert commands.count(b"EVALSHA") >= 2
     assert state(circuit) == (2, 1, 0.0, True)
 
 
@@ -593,7 +610,7 @@ def test_a_different_configuration_is_refused(
             "jitter": "0.10000000000000001", "shorts": "1", "trips": "0", "current": "1",
             "broken": "0",
         }  # fmt: skip
-        assert client.keys("*") == [b"suitkaise:circuit:cfg"]
+        assert client.keys(KEY_PREFIX + "*") == [b"suitkaise:circuit:cfg"]
 
 
 def test_the_same_configuration_is_accepted(redis_url: str) -> None:
@@ -858,12 +875,13 @@ def test_killed_connections_are_replaced(redis_url: str) -> None:
         return [killed, first, second]
 
     with raw_client(redis_url) as client:
-        assert client.client_kill_filter(_type="normal") >= 2
-    assert circuit.short() is False  # reconnected transparently
+        # The two stores share one connection (same server, settings and timeout).
+        assert client.client_kill_filter(_type="normal") >= 1
+    assert circuit.short() is False  # re-sent on a new connection, transparently
     assert breaker.broken is False  # reads too
     assert breaker.short() is None and breaker.broken is True
     killed, *results = asyncio.run(short_twice_with_a_kill_between())
-    assert killed >= 3  # the two sync connections and the asyncio one
+    assert killed >= 2  # the sync connection and the asyncio one
     assert results == [True, False]
     assert state(circuit) == (1, 1, 0.0, None)
     with raw_client(redis_url) as client:
