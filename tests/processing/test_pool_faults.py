@@ -56,6 +56,9 @@ def _multiprocessing_helpers() -> None:
 
     resource_tracker.ensure_running()
     forkserver.ensure_running()
+    # multiprocessing's shared-memory heap keeps one arena per process for Value() (an
+    # Skprocess's current_run): allocate it here, not in the first test that needs it.
+    multiprocessing.get_context("fork").Value("q", 0, lock=False)
 
 
 def alive(pid: int) -> bool:
@@ -749,3 +752,59 @@ def test_items_and_results_of_several_mebibytes(no_leaks: None) -> None:
             bytes([n]) * 5_000_000 for n in range(3)
         ]
 
+
+
+# -- pools nobody closes, workers that cannot start ------------------------------------
+
+
+class UsesAPool(Skprocess):
+    """In its child: makes a Pool, uses it, and never closes it."""
+
+    def __init__(self) -> None:
+        self.process_config.runs = 1
+
+    def __run__(self) -> None:
+        self.pool = Pool(2)
+        self.squares = self.pool.map(square, [1, 2, 3])
+        self.pids = self.pool.map(worker_pid, range(4))
+
+    def __result__(self) -> tuple[list[int], list[int]]:
+        return self.squares, self.pids
+
+
+def test_a_pool_left_open_in_a_child_does_not_keep_it_alive(
+    start_method: str, no_leaks: None
+) -> None:
+    # The child's exit joins its own children: the pool's idle workers used to wait there
+    # forever.
+    process = UsesAPool()
+    process.start()
+    try:
+        finished_in_time = process.wait(30)
+        assert finished_in_time, "the child hung at exit, joining its pool's workers"
+        squares, pids = process.result()
+        assert squares == [1, 4, 9]
+        assert wait_gone(set(pids), 5.0) == set()
+    finally:
+        if process.is_alive:
+            process.kill()
+
+
+class _RefusingContext(type(multiprocessing.get_context("fork"))):  # type: ignore[misc]
+    """A context whose processes cannot be started (like fork() failing with EAGAIN)."""
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(11, "Resource temporarily unavailable")
+
+
+def test_workers_that_cannot_start_fail_the_call_instead_of_hanging(no_leaks: None) -> None:
+    pool = Pool(2, context=_RefusingContext())
+    try:
+        error = failure(pool, lambda: pool.map(square, range(4)), 20)
+        assert type(error) is ProcessError
+        assert "could not start a Pool worker process" in str(error)
+        assert "Resource temporarily unavailable" in str(error)
+        error = failure(pool, lambda: pool.map.timeout(30)(square, [1]), 20)
+        assert "could not start" in str(error)
+    finally:
+        pool.terminate()

@@ -684,3 +684,84 @@ def test_a_run_error_still_reaches_the_parent(no_leaks: None, track: Any) -> Non
 
     with pytest.raises(RunError, match="plain"):
         track(Fails()).run()
+
+
+# -- children nobody waits for ---------------------------------------------------------------
+
+
+class StartsAndForgets(Skprocess):
+    """In its child: starts a looping Skprocess, keeps no reference, and finishes."""
+
+    def __init__(self, pidfile: str) -> None:
+        self.pidfile = pidfile
+        self.process_config.runs = 1
+
+    def __run__(self) -> None:
+        Looper(self.pidfile).start()
+        deadline = time.monotonic() + WAIT
+        while not os.path.exists(self.pidfile) and time.monotonic() < deadline:
+            time.sleep(0.01)  # it is looping
+
+    def __result__(self) -> str:
+        return "started one"
+
+
+class Looper(Skprocess):
+    def __init__(self, pidfile: str) -> None:
+        self.pidfile = pidfile
+
+    def __run__(self) -> None:
+        if self.current_run == 1:
+            with open(self.pidfile, "w") as out:
+                out.write(str(os.getpid()))
+        time.sleep(0.01)
+
+
+def test_a_child_that_forgets_its_own_child_still_ends(
+    start_method: str, tmp_path: Path, no_leaks: None, track: Any
+) -> None:
+    # Its exit used to join the grandchild forever: nothing asked it to stop.
+    pidfile = tmp_path / "grandchild"
+    process = track(StartsAndForgets(str(pidfile)))
+    process.start()
+    assert bounded(lambda: process.wait(20)), "the child hung at exit, joining its own child"
+    assert process.result() == "started one"
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _running(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _running(grandchild)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_script_that_forgets_a_running_child_still_exits(
+    method: str, tmp_path: Path, no_leaks: None
+) -> None:
+    import subprocess
+    import sys
+
+    pidfile = tmp_path / "child"
+    script = Path(__file__).parent / "scripts" / "forgotten_child.py"
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script), method, str(pidfile)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        pytest.fail("the script never exited: its forgotten child kept it alive")
+    assert done.returncode == 0, done.stderr
+    assert "main done" in done.stdout
+    assert not _running(int(pidfile.read_text()))

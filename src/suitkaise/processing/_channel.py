@@ -113,6 +113,12 @@ class Channel:
     def close(self) -> None:
         self._sock.close()
 
+    def __del__(self) -> None:
+        # A dropped end closes its socket, as a dropped multiprocessing Connection does.
+        sock = getattr(self, "_sock", None)
+        if sock is not None:
+            sock.close()
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Only when a process is being started (multiprocessing pickles the socket as a
         # duplicated file descriptor); the receiving end starts with an empty state.

@@ -22,7 +22,6 @@ without also watching that worker's sentinel and its own wake-up pipe.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
 import math
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._validation import count, seconds
 from ._errors import ProcessError
+from ._orphan import run_at_exit
 from ._pickling import dumps, loads
 from ._skprocess import Skprocess
 from ._worker import REPLY, TASK, worker_main
@@ -189,9 +189,13 @@ class _Engine:
             return call
         with self.lock:
             self.check_usable()
-            self.calls.add(call)
-            self.queue.extend(_Task(call, index, blob) for index, blob in enumerate(blobs))
-            self._ensure_dispatcher_locked()
+            try:
+                self.calls.add(call)
+                self.queue.extend(_Task(call, index, blob) for index, blob in enumerate(blobs))
+                self._ensure_dispatcher_locked()
+            except BaseException as error:  # before the caller even has the call
+                self._cancel_locked(call, ProcessError(f"Pool.{kind} was not submitted"))
+                raise error
         self.wake()
         return call
 
@@ -318,6 +322,7 @@ class _Engine:
     def _ensure_dispatcher_locked(self) -> None:
         if self.thread is not None and self.thread.is_alive():
             return
+        run_at_exit(_end_pools)
         read, write = os.pipe()
         os.set_blocking(read, False)
         os.set_blocking(write, False)
@@ -590,10 +595,10 @@ def _died(pid: int | None, code: int | None, kind: str) -> ProcessError:
     )
 
 
-@atexit.register
 def _end_pools() -> None:
-    # Registered after multiprocessing's own exit hook (imported above), so it runs first:
-    # that hook joins every child process, which idle workers would never satisfy.
+    # Run at exit before anything joins the children (run_at_exit), which idle workers
+    # would never satisfy: in the main process, and in a process of ours (an Skprocess
+    # child, a Pool worker) that made a pool of its own.
     for engine in list(_engines):
         engine.at_exit()
 
@@ -767,12 +772,18 @@ class _Call:
         engine = pool._engine
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         call = engine.submit(self._kind, fn, list(items), self._star)
-        results = _results(engine, call, deadline, self._timeout)
-        if self._mode == "now":
-            if self._kind.endswith("imap"):
-                return _ResultIterator(pool, engine, call, results)
-            return list(results)
-        future = _in_background(pool, engine, call, results)
+        try:
+            results = _results(engine, call, deadline, self._timeout)
+            if self._mode == "now":
+                if self._kind.endswith("imap"):
+                    return _ResultIterator(pool, engine, call, results)
+                return list(results)
+            future = _in_background(pool, engine, call, results)
+        except BaseException as error:
+            # Ctrl-C before anything waits for the call (the generator's own handler covers
+            # the rest): nobody would ever collect it, so it must not run on.
+            engine.cancel_soon(call, ProcessError(f"Pool.{self._kind} was abandoned: {error!r}"))
+            raise
         if self._mode == "background":
             return future
         return _awaited(future)

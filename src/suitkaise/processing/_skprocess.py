@@ -13,14 +13,12 @@ and each message goes whole to one caller.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import multiprocessing
 import os
 import signal
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from .._validation import optional_seconds
@@ -28,7 +26,7 @@ from ._channel import Channel, ChannelClosed, wait_ready
 from ._config import ProcessConfig
 from ._errors import ProcessError, ResultError
 from ._lifecycle import Outcome, run_lifecycle
-from ._orphan import exit_with_parent
+from ._orphan import exit_with_parent, run_at_exit
 from ._pickling import dumps, loads, round_trip
 
 if TYPE_CHECKING:
@@ -50,13 +48,13 @@ _RUNTIME = ("_sk_parent", "_sk_child", "_sk_stop_flag", "_sk_starting")
 _start_lock = threading.Lock()  # claims a start; held for a dict lookup and an assignment
 
 
-def _fresh_start_lock() -> None:
-    # A child forked while another thread held the lock would never see it released.
-    global _start_lock
+def _after_fork_in_child() -> None:
+    # A child forked while another thread held a lock would never see it released; and the
+    # children of the parent are not this process's to stop.
+    global _start_lock, _live_lock
     _start_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_fresh_start_lock)
+    _live_lock = threading.Lock()
+    _live.clear()
 
 
 class _Parent:
@@ -81,16 +79,22 @@ class _Parent:
         # race when two threads make them (one reaps, the other briefly sees no exit code).
         self.collect = threading.Lock()
         self.process_lock = threading.Lock()
+        self.done = False  # reaped
 
     def exited(self, timeout: float | None) -> bool:
         """Reap the child, waiting at most ``timeout`` seconds; ``True`` once it has exited."""
-        if timeout is not None and not wait_ready([self.process.sentinel], timeout):
+        if not self.done and not wait_ready([self.process.sentinel], timeout):
             return False
-        if timeout is None:
-            wait_ready([self.process.sentinel], None)
         with self.process_lock:
             self.process.join()
+            self.done = True
         return True
+
+    def kill(self) -> None:
+        with self.process_lock:
+            if self.process.is_alive():
+                self.process.kill()
+        self.exited(None)  # SIGKILL cannot be ignored: this is quick
 
     def exit_code(self) -> int | None:
         with self.process_lock:
@@ -124,20 +128,41 @@ class _Child:
             self.current_run.value = run
 
 
-_running: weakref.WeakSet[Skprocess] = weakref.WeakSet()
+# The children started here that may still run, by their handles: a strong reference, so
+# that a child whose Skprocess object was dropped (started and forgotten) is still found at
+# exit. Finished ones are pruned at each start() and dropped by wait().
+_live: dict[int, _Parent] = {}
+_live_lock = threading.Lock()
 
 
-@atexit.register
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _forget_finished() -> None:
+    with _live_lock:
+        handles = list(_live.values())
+    if not handles:
+        return
+    gone = set(wait_ready([h.process.sentinel for h in handles if not h.done], 0))
+    with _live_lock:
+        for handle in handles:
+            if handle.done or handle.process.sentinel in gone:
+                _live.pop(id(handle), None)
+
+
 def _stop_leftovers() -> None:
-    # Registered after multiprocessing's own exit hook, so it runs first: ask every child
-    # that is still running to finish, give it a grace period, then kill it. Without this a
-    # child looping until stop() would keep the script from ever exiting.
-    leftovers = [p for p in list(_running) if p.is_alive]
-    for process in leftovers:
-        process.stop()
-    for process in leftovers:
-        if not process.wait(_ATEXIT_GRACE_SECONDS):
-            process.kill()
+    # Run at exit before anything joins the children (run_at_exit): ask every child that is
+    # still running to finish, give them one grace period, then kill the rest. Without this
+    # a child looping until stop() would keep the script (or the child of ours that started
+    # it) from ever exiting.
+    with _live_lock:
+        leftovers = [h for h in _live.values() if h.alive()]
+    for handle in leftovers:
+        handle.stop_event.set()
+    deadline = time.monotonic() + _ATEXIT_GRACE_SECONDS
+    for handle in leftovers:
+        if not handle.exited(_left(deadline)):
+            handle.kill()
 
 
 class Skprocess:
@@ -233,7 +258,10 @@ class Skprocess:
             self.__dict__.pop("_sk_starting", None)
             raise
         self.__dict__["_sk_parent"] = handle
-        _running.add(self)
+        _forget_finished()
+        with _live_lock:
+            _live[id(handle)] = handle
+        run_at_exit(_stop_leftovers)
 
     def _sk_launch(self, ctx: Context) -> _Parent:
         payload = dumps(self)
@@ -285,11 +313,7 @@ class Skprocess:
 
     def kill(self) -> None:
         """Kill the child at once (SIGKILL). Its result becomes a ``ProcessError``."""
-        handle = self._sk_parent_handle("kill")
-        with handle.process_lock:
-            if handle.process.is_alive():
-                handle.process.kill()
-        handle.exited(None)  # SIGKILL cannot be ignored: this is quick
+        self._sk_parent_handle("kill").kill()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the child has finished, at most ``timeout`` seconds (None: forever).
@@ -309,11 +333,13 @@ class Skprocess:
                     if outcome is None:
                         return False
                     handle.outcome = outcome
+                    handle.results.close()  # read once, under this lock: never used again
             finally:
                 handle.collect.release()
         if not handle.exited(_left(deadline)):
             return False  # reported, but still exiting (say, a thread it must join)
-        _running.discard(self)
+        with _live_lock:
+            _live.pop(id(handle), None)
         return True
 
     def _sk_collect(self, handle: _Parent, deadline: float | None) -> Outcome | None:
