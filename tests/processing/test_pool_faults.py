@@ -780,8 +780,9 @@ def test_a_pool_left_open_in_a_child_does_not_keep_it_alive(
     process = UsesAPool()
     process.start()
     try:
-        finished_in_time = process.wait(30)
-        assert finished_in_time, "the child hung at exit, joining its pool's workers"
+        waited = in_thread(lambda: process.wait(30))
+        assert waited.done.wait(40), "wait(30) itself hung"
+        assert waited.value is True, "the child hung at exit, joining its pool's workers"
         squares, pids = process.result()
         assert squares == [1, 4, 9]
         assert wait_gone(set(pids), 5.0) == set()

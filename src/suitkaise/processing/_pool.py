@@ -26,8 +26,8 @@ import contextlib
 import itertools
 import math
 import multiprocessing
-import multiprocessing.connection
 import os
+import select
 import signal
 import threading
 import time
@@ -91,8 +91,12 @@ failure that stands for it (the worker running it died)."""
 class _CallState:
     """A call's chunks and what came back, guarded by the engine's lock."""
 
-    def __init__(self, kind: str, chunks: int, fn_blob: bytes, star: bool) -> None:
+    def __init__(
+        self, kind: str, chunks: int, fn_blob: bytes, star: bool, lock: threading.Lock
+    ) -> None:
         self.id = next(_call_ids)
+        # Its own condition on the engine's lock: an arrival wakes this call's waiter only.
+        self.changed = threading.Condition(lock)
         self.kind = kind
         self.fn_blob = fn_blob
         self.star = star
@@ -140,7 +144,6 @@ class _Engine:
         self.context = context
         self.pid = os.getpid()
         self.lock = threading.Lock()
-        self.changed = threading.Condition(self.lock)
         self.state = "open"  # open -> closing -> closed, or -> terminated
         self.dropped = False  # the Pool was garbage-collected
         self.workers: list[_Worker] = []
@@ -154,12 +157,19 @@ class _Engine:
         self.wake_fds: tuple[int, int] | None = None
         self.background: set[threading.Thread] = set()
         self.stop_deadline: float | None = None
+        # The dispatcher's (only it touches them): its poll object and what each fd is.
+        self.poller = select.poll()
+        self.watched: dict[int, tuple[str, _Worker | None]] = {}
         _engines.add(self)
 
     # -- called by the calling threads ------------------------------------------------
 
     def submit(
-        self, kind: str, fn: Callable[..., Any] | type[Skprocess], items: list[Any], star: bool
+        self,
+        kind: str,
+        fn: Callable[..., Any] | type[Skprocess],
+        items: list[Any],
+        star: bool,
     ) -> _CallState:
         """Pickle and queue the call's chunks (in the calling thread); returns its state."""
         self.check_usable()
@@ -184,7 +194,7 @@ class _Engine:
                     f"{min(start + size, len(items)) - 1} cannot be sent to a worker process "
                     f"({type(error).__name__}: {error})"
                 ) from error
-        call = _CallState(kind, len(blobs), fn_blob, star)
+        call = _CallState(kind, len(blobs), fn_blob, star, self.lock)
         if not blobs:
             return call
         with self.lock:
@@ -216,7 +226,7 @@ class _Engine:
     ) -> None:
         """Wait until ``ready()`` (checked under the lock) or the call is aborted; on the
         deadline, cancel the call and raise ``TimeoutError``."""
-        with self.changed:
+        with call.changed:
             while not ready():
                 if call.abort is not None:
                     raise call.abort
@@ -230,7 +240,7 @@ class _Engine:
                         self._cancel_locked(call, expired)
                         raise expired
                     step = min(step, remaining)
-                self.changed.wait(step)
+                call.changed.wait(step)
                 thread = self.thread
                 if not call.finished and (thread is None or not thread.is_alive()):
                     # Never expected: the dispatcher is the only one that can finish it.
@@ -354,7 +364,7 @@ class _Engine:
                 self._kill_locked(worker)
         if call.finished:
             self.calls.discard(call)
-        self.changed.notify_all()
+        call.changed.notify_all()
 
     def _kill_locked(self, worker: _Worker) -> None:
         worker.doomed = True
@@ -377,7 +387,7 @@ class _Engine:
                 self._drop_locked(call, set(call.pending))
         if call.finished:
             self.calls.discard(call)
-        self.changed.notify_all()
+        call.changed.notify_all()
 
     # -- the dispatcher thread -----------------------------------------------------------
 
@@ -402,6 +412,11 @@ class _Engine:
                 os.close(wake[1])
 
     def _loop(self, wake: int) -> None:
+        # One poll object for the dispatcher's life: fds are registered as workers come
+        # and go (fd -> what it is), rather than a selector built on every turn.
+        self.poller = select.poll()
+        self.watched = {wake: ("wake", None)}
+        self.poller.register(wake, select.POLLIN)
         while True:
             with self.lock:
                 while self.requests:
@@ -428,7 +443,7 @@ class _Engine:
                 start = self._starts_needed_locked()
                 if start:
                     self.starting += 1
-                watched, timeout = self._watch_list_locked(wake)
+                timeout = self._timeout_locked()
             for worker, parts in sends:
                 self._send(worker, parts)
             for worker in stops:
@@ -436,8 +451,8 @@ class _Engine:
             if start:
                 self._start_worker()
                 continue
-            ready = multiprocessing.connection.wait(watched, timeout)
-            self._handle(ready, wake)
+            ready = self.poller.poll(None if timeout is None else math.ceil(timeout * 1000))
+            self._handle([fd for fd, _ in ready])
 
     def _assign_locked(self) -> list[tuple[_Worker, tuple[bytes, ...]]]:
         sends: list[tuple[_Worker, tuple[bytes, ...]]] = []
@@ -459,20 +474,15 @@ class _Engine:
             return False
         return time.monotonic() >= self.retry_at
 
-    def _watch_list_locked(self, wake: int) -> tuple[list[Any], float | None]:
-        watched: list[Any] = [wake]
-        for worker in self.workers:
-            watched.append(worker.process.sentinel)
-            if worker.task is not None and not worker.broken:
-                watched.append(worker.conn)
+    def _timeout_locked(self) -> float | None:
+        """Seconds until the dispatcher has something to do on its own, or None."""
+        now = time.monotonic()
         deadlines = []
-        if self.stop_deadline is not None and self.stop_deadline > time.monotonic():
+        if self.stop_deadline is not None and self.stop_deadline > now:
             deadlines.append(self.stop_deadline)
-        if self.queue and self.retry_at > time.monotonic():
+        if self.queue and self.retry_at > now:
             deadlines.append(self.retry_at)
-        if not deadlines:
-            return watched, None
-        return watched, max(0.0, min(deadlines) - time.monotonic())
+        return min(deadlines) - now if deadlines else None
 
     def _send(self, worker: _Worker, parts: tuple[bytes, ...]) -> None:
         try:
@@ -518,35 +528,42 @@ class _Engine:
             return
         theirs.close()
         worker = _Worker(process, ours)
+        self._watch(worker.conn.fileno(), "reply", worker)
+        self._watch(process.sentinel, "exit", worker)
         with self.lock:
             self.starting -= 1
             self.workers.append(worker)
             if self.state == "terminated":
                 self._kill_locked(worker)
 
-    def _handle(self, ready: list[Any], wake: int) -> None:
-        by_conn = {id(w.conn): w for w in self.workers}
-        by_sentinel = {w.process.sentinel: w for w in self.workers}
+    def _watch(self, fd: int, what: str, worker: _Worker) -> None:
+        self.watched[fd] = (what, worker)
+        self.poller.register(fd, select.POLLIN)
+
+    def _unwatch(self, fd: int) -> None:
+        if self.watched.pop(fd, None) is not None:
+            self.poller.unregister(fd)
+
+    def _handle(self, ready: list[int]) -> None:
         died = []
-        for item in ready:
-            if isinstance(item, int):
-                if item == wake:
-                    try:
-                        while os.read(item, 4096):
-                            pass
-                    except BlockingIOError:
+        for fd in ready:
+            what, worker = self.watched.get(fd, ("gone", None))
+            if what == "wake":
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(fd, 4096):
                         pass
-                elif item in by_sentinel:
-                    died.append(by_sentinel[item])
-            elif id(item) in by_conn:
-                self._receive(by_conn[id(item)])
-        for worker in died:
+            elif what == "reply" and worker is not None:
+                self._receive(worker)
+            elif what == "exit" and worker is not None:
+                died.append(worker)
+        for worker in died:  # after the replies: a reply sent just before dying counts
             self._reap(worker)
 
     def _receive(self, worker: _Worker) -> None:
         try:
             data = worker.conn.recv_bytes()
         except (EOFError, OSError):
+            self._unwatch(worker.conn.fileno())  # a hung-up pipe stays "readable"
             with self.lock:
                 worker.broken = True
                 if worker.process.exitcode is None:
@@ -576,6 +593,8 @@ class _Engine:
             if task is not None and not worker.doomed:
                 failure = _died(worker.process.pid, code, task.call.kind)
                 self._arrive_locked(task.call, task.index, failure, True)
+            self._unwatch(worker.conn.fileno())
+            self._unwatch(worker.process.sentinel)
             worker.conn.close()
             worker.process.close()
 
@@ -608,20 +627,10 @@ def _end_pools() -> None:
 
 def _unpack(entry: Entry) -> Iterator[Any]:
     """The results in an entry, then its error (raised) if it has one."""
-    if isinstance(entry, BaseException):
-        raise entry
-    _, results_size, error_size = REPLY.unpack_from(entry)
-    view = memoryview(entry)[REPLY.size :]
-    try:
-        results: list[Any] = loads(view[:results_size])
-    except Exception as error:
-        raise ProcessError(
-            f"a result from a Pool worker could not be rebuilt here: {type(error).__name__}: "
-            f"{error} (objects whose __init__ needs arguments must define __reduce__)"
-        ) from error
-    yield from results
-    if error_size:
-        _raise_error(entry)
+    values, error_entry = _decode(entry)
+    yield from values
+    if error_entry is not None:
+        _raise_error(error_entry)
 
 
 def _raise_error(entry: Entry) -> None:
@@ -644,7 +653,7 @@ def _results(
     engine: _Engine, call: _CallState, deadline: float | None, timeout: float | None
 ) -> Iterator[Any]:
     try:
-        if call.kind in ("map", "imap"):
+        if call.kind == "imap":
             yield from _in_order(engine, call, deadline, timeout)
         else:
             yield from _as_completed(engine, call, deadline, timeout)
@@ -653,6 +662,60 @@ def _results(
         # collect the rest, so stop that work rather than let it run on.
         engine.cancel_soon(call, ProcessError(f"Pool.{call.kind} was abandoned: {error!r}"))
         raise
+
+
+def _collect(
+    engine: _Engine, call: _CallState, deadline: float | None, timeout: float | None
+) -> list[Any]:
+    """The list a call returns. Each chunk is decoded as soon as it arrives (in this
+    thread, while the workers go on); the list is put together at the end, in input order
+    (map, imap) or arrival order, and the first error in that order is raised."""
+    decoded: dict[int, tuple[list[Any], Entry | None]] = {}
+    order: list[int] = []
+    try:
+        while True:
+            engine.wait_for(
+                call, lambda: bool(call.order) or call.finished, deadline, timeout
+            )
+            with engine.lock:
+                if call.abort is not None:
+                    raise call.abort
+                taken = [(i, call.arrived.pop(i)) for i in call.order]
+                call.order.clear()
+                done = call.finished
+            for index, entry in taken:
+                order.append(index)
+                decoded[index] = _decode(entry)
+            if done:
+                break
+    except BaseException as error:
+        engine.cancel_soon(call, ProcessError(f"Pool.{call.kind} was abandoned: {error!r}"))
+        raise
+    if call.kind in ("map", "imap"):
+        order = [index for index in range(call.total) if index in decoded]
+    results: list[Any] = []
+    for index in order:
+        values, error_entry = decoded[index]
+        results.extend(values)
+        if error_entry is not None:
+            _raise_error(error_entry)
+    return results
+
+
+def _decode(entry: Entry) -> tuple[list[Any], Entry | None]:
+    """An entry's results, and the entry again if it carries an error (else None)."""
+    if isinstance(entry, BaseException):
+        return [], entry
+    _, results_size, error_size = REPLY.unpack_from(entry)
+    view = memoryview(entry)[REPLY.size :]
+    try:
+        results: list[Any] = loads(view[:results_size])
+    except Exception as error:
+        raise ProcessError(
+            f"a result from a Pool worker could not be rebuilt here: {type(error).__name__}: "
+            f"{error} (objects whose __init__ needs arguments must define __reduce__)"
+        ) from error
+    return results, (entry if error_size else None)
 
 
 def _in_order(
@@ -771,14 +834,17 @@ class _Call:
         pool = self._pool
         engine = pool._engine
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        eager = self._mode == "now" and self._kind.endswith("imap")
         call = engine.submit(self._kind, fn, list(items), self._star)
         try:
-            results = _results(engine, call, deadline, self._timeout)
+            if eager:
+                results = _results(engine, call, deadline, self._timeout)
+                return _ResultIterator(pool, engine, call, results)
             if self._mode == "now":
-                if self._kind.endswith("imap"):
-                    return _ResultIterator(pool, engine, call, results)
-                return list(results)
-            future = _in_background(pool, engine, call, results)
+                return _collect(engine, call, deadline, self._timeout)
+            future = _in_background(
+                pool, engine, call, lambda: _collect(engine, call, deadline, self._timeout)
+            )
         except BaseException as error:
             # Ctrl-C before anything waits for the call (the generator's own handler covers
             # the rest): nobody would ever collect it, so it must not run on.
@@ -794,14 +860,14 @@ def _seconds(value: object) -> float:
 
 
 def _in_background(
-    pool: Pool, engine: _Engine, call: _CallState, results: Iterator[Any]
+    pool: Pool, engine: _Engine, call: _CallState, collect: Callable[[], list[Any]]
 ) -> Future[list[Any]]:
     future: Future[list[Any]] = Future()
 
     def run() -> None:
         try:
             try:
-                value = list(results)
+                value = collect()
             except BaseException as error:
                 if future.set_running_or_notify_cancel():
                     future.set_exception(error)
