@@ -34,7 +34,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from .._validation import count, seconds
@@ -45,6 +44,7 @@ from ._skprocess import Skprocess
 from ._worker import REPLY, TASK, worker_main
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
@@ -625,14 +625,6 @@ def _end_pools() -> None:
 # -- reading a call's results (in the calling thread) ----------------------------------
 
 
-def _unpack(entry: Entry) -> Iterator[Any]:
-    """The results in an entry, then its error (raised) if it has one."""
-    values, error_entry = _decode(entry)
-    yield from values
-    if error_entry is not None:
-        _raise_error(error_entry)
-
-
 def _raise_error(entry: Entry) -> None:
     if isinstance(entry, BaseException):
         raise entry
@@ -647,21 +639,6 @@ def _raise_error(entry: Entry) -> None:
         ) from error
     text = bytes(view[error_size:]).decode("utf-8", "replace")
     raise failure from RemoteTraceback(f'\n"""\n{text}"""')
-
-
-def _results(
-    engine: _Engine, call: _CallState, deadline: float | None, timeout: float | None
-) -> Iterator[Any]:
-    try:
-        if call.kind == "imap":
-            yield from _in_order(engine, call, deadline, timeout)
-        else:
-            yield from _as_completed(engine, call, deadline, timeout)
-    except BaseException as error:
-        # Ctrl-C, a timeout, an error, or the caller closed the iterator: nothing else will
-        # collect the rest, so stop that work rather than let it run on.
-        engine.cancel_soon(call, ProcessError(f"Pool.{call.kind} was abandoned: {error!r}"))
-        raise
 
 
 def _collect(
@@ -718,58 +695,43 @@ def _decode(entry: Entry) -> tuple[list[Any], Entry | None]:
     return results, (entry if error_size else None)
 
 
-def _in_order(
-    engine: _Engine, call: _CallState, deadline: float | None, timeout: float | None
+def _iterate(
+    pool: Pool,
+    engine: _Engine,
+    call: _CallState,
+    deadline: float | None,
+    timeout: float | None,
 ) -> Iterator[Any]:
+    """The iterator of imap / unordered_imap: each chunk's results as soon as it (and, for
+    imap, every chunk before it) has arrived; an error where it stands. One flat generator
+    (no per-item wrapper), which keeps ``pool`` alive while it exists."""
+    ordered = call.kind == "imap"
     index = 0
 
     def ready() -> bool:
-        return index in call.arrived
+        return index in call.arrived if ordered else bool(call.order)
 
-    for index in range(call.total):  # ready() reads index
-        engine.wait_for(call, ready, deadline, timeout)
-        with engine.lock:
-            entry = call.arrived.pop(index)
-        yield from _unpack(entry)
+    try:
+        for index in range(call.total):  # ready() reads index
+            engine.wait_for(call, ready, deadline, timeout)
+            with engine.lock:
+                entry = call.arrived.pop(index if ordered else call.order.popleft())
+            values, error_entry = _decode(entry)
+            yield from values
+            if error_entry is not None:
+                _raise_error(error_entry)
+    except BaseException as error:
+        # Ctrl-C, a timeout, an error, or the caller closed the iterator: nothing else will
+        # collect the rest, so stop that work rather than let it run on.
+        engine.cancel_soon(call, ProcessError(f"Pool.{call.kind} was abandoned: {error!r}"))
+        raise
 
 
-def _as_completed(
-    engine: _Engine, call: _CallState, deadline: float | None, timeout: float | None
-) -> Iterator[Any]:
-    for _ in range(call.total):
-        engine.wait_for(call, lambda: bool(call.order), deadline, timeout)
-        with engine.lock:
-            entry = call.arrived.pop(call.order.popleft())
-        yield from _unpack(entry)
-
-
-class _ResultIterator(Iterator[Any]):
-    """The iterator of ``imap``/``unordered_imap``. Dropping it, or ``close()``, cancels
-    what is left of the call (its workers are killed and replaced)."""
-
-    def __init__(self, pool: Pool, engine: _Engine, call: _CallState, inner: Iterator[Any]):
-        self._pool = pool  # keeps the pool (and its workers) alive while results may come
-        self._engine = engine
-        self._call = call
-        self._inner = inner
-
-    def __iter__(self) -> _ResultIterator:
-        return self
-
-    def __next__(self) -> Any:
-        return next(self._inner)
-
-    def close(self) -> None:
-        """Stop the rest of the work; the iterator is then exhausted."""
-        close = getattr(self._inner, "close", None)
-        if close is not None:
-            close()
-        self._engine.cancel_soon(self._call, ProcessError("the iterator was closed"))
-
-    def __del__(self) -> None:
-        # At interpreter exit this may find the module half torn down: nothing to cancel then.
-        with contextlib.suppress(Exception):
-            self._engine.cancel_soon(self._call, ProcessError("the iterator was dropped"))
+def _abandoned(engine: _Engine, call: _CallState) -> None:
+    # The iterator was garbage-collected, perhaps before it was ever started (a generator
+    # that never ran has no frame to clean up in): cancel what is left of its call.
+    with contextlib.suppress(Exception):  # at interpreter exit the module may be half gone
+        engine.cancel_soon(call, ProcessError("the iterator was dropped"))
 
 
 # -- the public face -------------------------------------------------------------------
@@ -838,8 +800,9 @@ class _Call:
         call = engine.submit(self._kind, fn, list(items), self._star)
         try:
             if eager:
-                results = _results(engine, call, deadline, self._timeout)
-                return _ResultIterator(pool, engine, call, results)
+                iterator = _iterate(pool, engine, call, deadline, self._timeout)
+                weakref.finalize(iterator, _abandoned, engine, call)
+                return iterator
             if self._mode == "now":
                 return _collect(engine, call, deadline, self._timeout)
             future = _in_background(
@@ -862,6 +825,8 @@ def _seconds(value: object) -> float:
 def _in_background(
     pool: Pool, engine: _Engine, call: _CallState, collect: Callable[[], list[Any]]
 ) -> Future[list[Any]]:
+    from concurrent.futures import Future  # only background and asynced calls need it
+
     future: Future[list[Any]] = Future()
 
     def run() -> None:

@@ -24,14 +24,16 @@ from __future__ import annotations
 import signal
 import struct
 import traceback
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ProcessError
 from ._lifecycle import stop_request
 from ._orphan import exit_with_parent
 from ._pickling import dumps, loads, portable_error
 from ._skprocess import Skprocess, _Child, host
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 __all__ = ["REPLY", "TASK", "worker_main"]
 
