@@ -441,15 +441,17 @@ class _Engine:
                             self._kill_locked(worker)
                 sends = self._assign_locked()
                 start = self._starts_needed_locked()
-                if start:
-                    self.starting += 1
+                self.starting += start
                 timeout = self._timeout_locked()
             for worker, parts in sends:
                 self._send(worker, parts)
             for worker in stops:
                 self._send(worker, (b"",))
             if start:
-                self._start_worker()
+                # All at once, before any of them is busy: each fork then competes with
+                # fewer running processes for the CPUs.
+                for _ in range(start):
+                    self._start_worker()
                 continue
             ready = self.poller.poll(None if timeout is None else math.ceil(timeout * 1000))
             self._handle([fd for fd, _ in ready])
@@ -467,12 +469,12 @@ class _Engine:
             sends.append((worker, (TASK.pack(task.id, call.star, len(fn)), fn, task.blob)))
         return sends
 
-    def _starts_needed_locked(self) -> bool:
-        if self.state == "terminated" or not self.queue:
-            return False
-        if len(self.workers) + self.starting >= self.size:
-            return False
-        return time.monotonic() >= self.retry_at
+    def _starts_needed_locked(self) -> int:
+        """How many workers to start now: one for each queued chunk no worker can take,
+        within ``size``."""
+        if self.state == "terminated" or time.monotonic() < self.retry_at:
+            return 0
+        return max(0, min(len(self.queue), self.size - len(self.workers) - self.starting))
 
     def _timeout_locked(self) -> float | None:
         """Seconds until the dispatcher has something to do on its own, or None."""
