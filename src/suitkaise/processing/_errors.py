@@ -32,9 +32,14 @@ class ProcessError(Exception):
         original_error: the exception your code raised, if any (also ``__cause__``).
         remote_traceback: the traceback of ``original_error`` as text, formatted in the
             process where it was raised (tracebacks themselves cannot cross processes).
+        exit_code: for ``sys.exit()`` called in the child or worker, the exit status it
+            asked for (``sys.exit()`` and ``sys.exit(None)``: 0; a non-int argument: 1); for
+            a process that died, its exit code, negative for a signal (``-9``: SIGKILL);
+            otherwise ``None``.
     """
 
     remote_traceback: str | None = None
+    exit_code: int | None = None
 
     def __init__(
         self,
@@ -42,10 +47,13 @@ class ProcessError(Exception):
         *,
         current_run: int | None = None,
         original_error: BaseException | None = None,
+        exit_code: int | None = None,
     ) -> None:
         super().__init__(message)
         self.current_run = current_run
         self.original_error = original_error
+        if exit_code is not None:
+            self.exit_code = exit_code
         if original_error is not None:
             self.__cause__ = original_error
 
@@ -64,6 +72,7 @@ class ProcessError(Exception):
                 self.current_run,
                 self.original_error,
                 self.remote_traceback,
+                self.exit_code,
             ),
         )
 
@@ -79,8 +88,11 @@ def _rebuild(
     current_run: int | None,
     original_error: BaseException | None,
     remote_traceback: str | None,
+    exit_code: int | None = None,
 ) -> ProcessError:
-    error = cls(message, current_run=current_run, original_error=original_error)
+    error = cls(
+        message, current_run=current_run, original_error=original_error, exit_code=exit_code
+    )
     error.remote_traceback = remote_traceback
     return error
 

@@ -3,6 +3,12 @@
 prerun -> run -> postrun repeat until ``stop()``, ``runs`` or ``join_in``; then onfinish, then
 result. Errors in the loop sections spend a life and retry the same iteration; when no life
 is left, ``__error__`` decides the outcome. Each section runs under its own time limit.
+
+``sys.exit()``, ``KeyboardInterrupt`` and any other ``BaseException`` that is not an
+``Exception``, raised by a section, is a request to stop, not an error to retry: the loop
+ends at once (no life spent; ``__onfinish__``, ``__result__`` and ``__error__`` do not run)
+and the outcome is a ``ProcessError`` carrying it, its traceback and, for ``sys.exit()``,
+the exit status.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from ._errors import (
 if TYPE_CHECKING:
     from ._skprocess import Skprocess
 
-__all__ = ["Control", "Outcome", "run_lifecycle"]
+__all__ = ["Control", "Outcome", "exit_status", "run_lifecycle", "stop_request"]
 
 _ERRORS: dict[str, type[ProcessError]] = {
     "prerun": PreRunError,
@@ -65,6 +71,47 @@ class Outcome(NamedTuple):
 class _Expired(BaseException):
     # BaseException: a user's `except Exception` inside a section must not swallow it.
     pass
+
+
+class _Stopped(Exception):
+    """Carries the ProcessError of a stop request out of the loop."""
+
+    def __init__(self, error: ProcessError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def exit_status(code: object) -> int:
+    """The exit status ``sys.exit(code)`` asks for: 0 for None, the int itself, else 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return int(code)
+    return 1
+
+
+def stop_request(error: BaseException, where: str, current_run: int | None) -> ProcessError:
+    """The ``ProcessError`` for a ``BaseException`` that is not an ``Exception`` (SystemExit,
+    KeyboardInterrupt, ...) raised by user code ``where`` (e.g. "__run__ of Worker")."""
+    exit_code = None
+    if isinstance(error, SystemExit):
+        exit_code = exit_status(error.code)
+        what = f"called sys.exit({error.code!r}) (exit status {exit_code})"
+    elif isinstance(error, KeyboardInterrupt):
+        # Child processes and Pool workers ignore SIGINT: this came from the code itself.
+        what = "raised KeyboardInterrupt (from the code itself: workers ignore Ctrl-C)"
+    else:
+        what = f"raised {type(error).__name__}: {error}"
+    run = "" if current_run is None else f" (run {current_run})"
+    failure = ProcessError(
+        f"{where} {what}{run}; a BaseException that is not an Exception is a request to "
+        "stop: the work ended there, without retrying",
+        current_run=current_run,
+        original_error=error,
+        exit_code=exit_code,
+    )
+    failure.remote_traceback = "".join(traceback.format_exception(error))
+    return failure
 
 
 class _SectionTimer:
@@ -119,6 +166,8 @@ def _call(
         )
         failure.remote_traceback = "".join(traceback.format_exception(error))
         return None, failure
+    except BaseException as error:  # SystemExit, KeyboardInterrupt, ...: stop, no retry
+        raise _Stopped(stop_request(error, f"__{section}__ of {type(obj).__name__}", run)) from None
 
 
 def _handle_error(obj: Skprocess, timer: _SectionTimer, failure: ProcessError) -> Outcome:
@@ -133,6 +182,13 @@ def _handle_error(obj: Skprocess, timer: _SectionTimer, failure: ProcessError) -
 
 def run_lifecycle(obj: Skprocess, control: Control) -> Outcome:
     """Run ``obj`` through its whole lifecycle in this process and return the outcome."""
+    try:
+        return _run(obj, control)
+    except _Stopped as stopped:
+        return Outcome(None, stopped.error)
+
+
+def _run(obj: Skprocess, control: Control) -> Outcome:
     config = obj.process_config
     timer = _SectionTimer()
     started = time.monotonic()

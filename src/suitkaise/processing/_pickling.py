@@ -28,7 +28,7 @@ def dumps(obj: object) -> bytes:
     return data
 
 
-loads: Callable[[bytes], Any] = pickle.loads
+loads: Callable[[bytes | bytearray | memoryview], Any] = pickle.loads
 
 
 def round_trip(obj: object) -> bytes:
