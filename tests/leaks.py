@@ -50,6 +50,25 @@ def _helpers(pids: set[int]) -> set[int]:
     return found
 
 
+def _ours(entry: str, processes: set[int]) -> bool:
+    """Whether a /dev/shm entry may be this test's: its owner (``suitkaise-share-PID-...``)
+    is this process, one of its descendants, or dead. A Share of another process that is
+    still running (a second test session on the machine) is not this test's leak."""
+    parts = os.path.basename(entry)[len("suitkaise-share-") :].split("-")
+    if not parts[0].isdigit():
+        return True  # a name that does not say who made it
+    owner = int(parts[0])
+    if owner == os.getpid() or owner in processes:
+        return True
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 @dataclass(frozen=True)
 class Snapshot:
     fds: dict[int, str]
@@ -81,8 +100,9 @@ class Snapshot:
         }
         if new_fds:
             problems.append(f"file descriptors left open: {new_fds}")
-        if now.shm - self.shm:
-            problems.append(f"shared memory left behind: {sorted(now.shm - self.shm)}")
+        left = sorted(entry for entry in now.shm - self.shm if _ours(entry, now.processes))
+        if left:
+            problems.append(f"shared memory left behind: {left}")
         new_processes = (now.processes - self.processes) - _helpers(now.processes)
         if new_processes:
             problems.append(f"processes left behind: {sorted(new_processes)}")
