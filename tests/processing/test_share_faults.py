@@ -519,8 +519,13 @@ def test_the_coordinator_listens_only_on_a_unix_socket_in_a_private_directory(
     assert not sockets & _inet_inodes(), "the coordinator holds a TCP/UDP socket"
     paths = _unix_socket_paths()
     assert {paths.get(inode) for inode in sockets} - {None} == {address}
-    # And the directory was made for this Share alone.
-    assert sorted(os.listdir(directory)) == ["coordinator.sock", "memory"]
+    # And the directory was made for this Share alone: its socket, its memory, and who
+    # its coordinator is (for the sweep of directories left by killed Shares).
+    _wait_for(
+        lambda: "coordinator" in os.listdir(directory), WAIT, "the coordinator's record"
+    )
+    assert sorted(os.listdir(directory)) == ["coordinator", "coordinator.sock", "memory"]
+    assert stat.S_IMODE(os.stat(os.path.join(directory, "coordinator")).st_mode) & 0o077 == 0
 
 
 def test_a_client_with_a_wrong_key_is_refused_and_everyone_else_is_served(
