@@ -268,6 +268,16 @@ class Holder:
         return int(self.thing.counter)
 
 
+GLOBAL_SHARE: Share | None = None  # set by a test: what a user's module-level Share is
+
+
+class UsesTheGlobalShare:
+    def bump(self) -> int:
+        assert GLOBAL_SHARE is not None
+        GLOBAL_SHARE.counter += 1
+        return int(GLOBAL_SHARE.counter)
+
+
 class Numbers:
     """Iterates with a generator (which cannot be pickled)."""
 
@@ -639,6 +649,23 @@ def test_a_method_that_uses_the_share_runs_atomically_at_the_coordinator(method:
         assert share.counter == 151
         # each bump appended the counter it made, atomically: no value twice, none missing
         assert sorted(share.log) == list(range(1, 152))
+
+
+def test_a_method_that_uses_a_module_level_share_works_in_a_forked_coordinator(
+    share: Share,
+) -> None:
+    global GLOBAL_SHARE
+    GLOBAL_SHARE = share
+    try:
+        share.stop()
+        share.start()  # forked now: the coordinator has the global, and its link, too
+        share.counter = 0
+        share.user = UsesTheGlobalShare()
+        assert within(5.0, share.user.bump, "a method using a global Share") == 1
+        assert within(5.0, share.user.bump, "again") == 2
+        assert share.counter == 2
+    finally:
+        GLOBAL_SHARE = None
 
 
 def test_shared_objects_that_hold_the_share_survive_a_restart(share: Share) -> None:

@@ -30,7 +30,7 @@ from .._orphan import exit_with_parent
 from .._pickling import dumps, portable_error
 from . import _protocol as P
 from ._directory import identity, record_coordinator, sweep
-from ._link import InProcessLink, register
+from ._link import InProcessLink, serve_here
 from ._memory import (
     COORDINATOR_WORD,
     CROWDED_WORD,
@@ -105,31 +105,22 @@ class _Coordinator:
         self.stopping = threading.Event()
         self.listening: socket.socket | None = None
         self.methods: dict[type, tuple[str, ...]] = {}
-        self.table: dict[int, Callable[..., tuple[Any, ...]]] = {
-            P.PING: self.op_ping,
-            P.NAMES: self.op_names,
-            P.GET: self.op_get,
-            P.SET: self.op_set,
-            P.SET_CIRCUIT: self.op_set_circuit,
-            P.DELETE: self.op_delete,
-            P.CLEAR: self.op_clear,
-            P.GETATTR: self.op_getattr,
-            P.SETATTR: self.op_setattr,
-            P.CALL: self.op_call,
-            P.INPLACE: self.op_inplace,
-            P.ITERATE: self.op_iterate,
-            P.STOP: self.op_stop,
-            P.RESTORED: self.op_restored,
-        }
         # Who called last, and when: requests from different connections close together
         # mean several clients are busy, and spinning would take the CPU from the work.
         self.last_caller: object = None
         self.last_call = 0.0
         self.crowded = False
         self.crowded_until = 0.0
-        # In this process, the Share is reached through this link: directly, re-entrantly.
-        self.link = InProcessLink(self, directory, authkey, owner, timeout)
-        register(self.link)
+        # In this process, the Share is reached through a link that applies requests here,
+        # directly, re-entrantly; made when first needed (something here unpickles a
+        # handle on the Share), not before the owner's first call.
+        self.link: InProcessLink | None = None
+        serve_here(directory, lambda: self._own_link(authkey, owner, timeout))
+
+    def _own_link(self, authkey: bytes, owner: int, timeout: float) -> InProcessLink:
+        if self.link is None:
+            self.link = InProcessLink(self, self.directory, authkey, owner, timeout)
+        return self.link
 
     def note_caller(self, wire: object, now: float) -> None:
         """A request from ``wire`` arrived at ``now`` (``time.perf_counter()``)."""
@@ -150,7 +141,7 @@ class _Coordinator:
 
     def execute(self, op: int, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """Apply one operation atomically; the reply. Never raises."""
-        handler = self.table.get(op)
+        handler = _TABLE.get(op)
         if handler is None:
             return (P.ERROR, f"this Share's coordinator does not know the operation {op!r}")
         try:
@@ -159,7 +150,7 @@ class _Coordinator:
                     # Arrived after the snapshot was taken: refuse rather than acknowledge
                     # a write that the restarted Share would not have.
                     return (P.ERROR, _STOPPED)
-                return handler(*args)
+                return handler(self, *args)
         except _Gone as gone:
             return (P.GONE, gone.args[0])
         except BaseException as error:  # the caller gets its own exception back
@@ -193,7 +184,7 @@ class _Coordinator:
         if type(obj) is not SharedObject:
             return None
         link, target = obj._sk_origin
-        if link is not self.link:
+        if link is not self.link or link is None:
             return None
         entry = self.names.get(target)
         if entry is None or entry[0] != "object":
@@ -405,6 +396,25 @@ class _Coordinator:
         self.finish()
 
 
+# The operations a request may name: anything else is refused.
+_TABLE: dict[int, Callable[..., tuple[Any, ...]]] = {
+    P.PING: _Coordinator.op_ping,
+    P.NAMES: _Coordinator.op_names,
+    P.GET: _Coordinator.op_get,
+    P.SET: _Coordinator.op_set,
+    P.SET_CIRCUIT: _Coordinator.op_set_circuit,
+    P.DELETE: _Coordinator.op_delete,
+    P.CLEAR: _Coordinator.op_clear,
+    P.GETATTR: _Coordinator.op_getattr,
+    P.SETATTR: _Coordinator.op_setattr,
+    P.CALL: _Coordinator.op_call,
+    P.INPLACE: _Coordinator.op_inplace,
+    P.ITERATE: _Coordinator.op_iterate,
+    P.STOP: _Coordinator.op_stop,
+    P.RESTORED: _Coordinator.op_restored,
+}
+
+
 def _handshake(sock: socket.socket, authkey: bytes) -> bool:
     """``multiprocessing.connection``'s HMAC challenge, both ways, on a copy of the socket's
     file descriptor (the frames that follow are the Wire's own)."""
@@ -440,9 +450,6 @@ def serve(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # whatever handler the owner installed
     segment = segment_at(segment_path)
-    pid, start = identity()
-    segment.words[START_WORD] = start
-    segment.words[COORDINATOR_WORD] = pid
     segment.doubles[HEARTBEAT_WORD] = time.monotonic()
     coordinator = _Coordinator(directory, segment, authkey, owner, timeout)
     # After the coordinator's own link is registered: restored objects that hold a proxy,
@@ -470,18 +477,26 @@ def _accept_forever(
 ) -> None:
     # The owner died without stopping us: nobody else will remove the private directory.
     exit_with_parent(owner, cleanup=lambda: shutil.rmtree(coordinator.directory, True))
-    _name_this_process()  # here, not before the owner's first call is served
-    heartbeat = coordinator.segment.doubles
-    heartbeat[HEARTBEAT_WORD] = time.monotonic()
-    # Who we are, for a later sweep; then remove what Shares killed with their owners
-    # left behind. Both after the owner's first call could be served.
-    record_coordinator(coordinator.directory)
-    sweep()
+    # Everything here runs after the owner's first call could be served (this thread
+    # would take the GIL from it), and needs no hurry.
+    _name_this_process()
+    segment = coordinator.segment
+    pid, start = identity()
+    segment.words[START_WORD] = start  # who we are, for clients that wait on us ...
+    segment.words[COORDINATOR_WORD] = pid
+    heartbeat = segment.doubles
+    swept = False
     while True:
         heartbeat[HEARTBEAT_WORD] = time.monotonic()
         try:
             client, _ = listening.accept()
         except TimeoutError:
+            if not swept:
+                swept = True
+                # ... and for a later sweep; then remove what Shares killed together
+                # with their owners left behind.
+                record_coordinator(coordinator.directory)
+                sweep()
             continue
         except OSError:
             if coordinator.stopping.is_set():

@@ -83,9 +83,19 @@ def process_state(pid: int) -> tuple[str, int] | None:
         return ("?", 0)
 
 
+_mine: tuple[int, int] = (0, 0)
+
+
 def identity(pid: int | None = None) -> tuple[int, int]:
     """``(pid, start time)`` of this process (or of ``pid``); start time 0 where unknown."""
-    pid = os.getpid() if pid is None else pid
+    global _mine
+    if pid is None:
+        if _mine[0] == os.getpid():
+            return _mine
+        pid = os.getpid()
+        state = process_state(pid)
+        _mine = (pid, state[1] if state is not None else 0)
+        return _mine
     state = process_state(pid)
     return pid, (state[1] if state is not None else 0)
 

@@ -29,6 +29,7 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from multiprocessing import AuthenticationError
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,7 @@ __all__ = [
     "Link",
     "link_for",
     "register",
+    "serve_here",
 ]
 
 DEFAULT_TIMEOUT = 30.0
@@ -111,6 +113,12 @@ def _view(kind: str, items: list[Any]) -> Any:
 
 class _OutOfStep(Exception):
     pass
+
+
+class _ServedHere(Exception):
+    def __init__(self, link: Link) -> None:
+        super().__init__()
+        self.link = link
 
 
 class Running:
@@ -167,6 +175,9 @@ class Link:
         self.local.wire = None
         if old is not None:
             self.discard(old)
+        own = _served_here.get(self.directory)
+        if own is not None:
+            raise _ServedHere(own())
         if self.stopped:
             raise ShareError("this Share was stopped; call share.start() to use it again")
         generation = self.words[GENERATION_WORD]  # before connecting: see adopt()
@@ -241,7 +252,13 @@ class Link:
 
     def request(self, op: int, *args: Any, timeout: float | None = None) -> tuple[Any, ...]:
         """Send ``(op, *args)`` and return the reply (failures raised by ``check``)."""
-        wire = self.connection()
+        try:
+            wire = self.connection()
+        except _ServedHere as here:
+            # A link made before this process became the coordinator (the owner's, copied
+            # by fork, reached through a global of the user's, say): a connection to
+            # ourselves would wait on our own lock. Apply the request here instead.
+            return here.link.request(op, *args, timeout=timeout)
         request_id = wire.next_id + 1
         wire.next_id = request_id
         payload = pickle.dumps((op, *args), protocol=5)
@@ -492,13 +509,27 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
 
 
+# In a coordinator's process: its directory -> how to get its in-process link.
+_served_here: dict[str, Callable[[], Link]] = {}
+
+
+def serve_here(directory: str, own_link: Callable[[], Link]) -> None:
+    """In a coordinator: the Share in ``directory`` is this process's to serve; its link
+    here is ``own_link()`` (made when first needed)."""
+    with _links_guard:
+        _links.pop(directory, None)  # the owner's, inherited through fork: not for here
+        _served_here[directory] = own_link
+
+
 def link_for(directory: str, authkey: bytes, owner: int, timeout: float) -> Link:
     link = _links.get(directory)
     if link is None:
         with _links_guard:
             link = _links.get(directory)
             if link is None:
-                link = _links[directory] = Link(directory, authkey, owner, timeout)
+                own = _served_here.get(directory)
+                link = own() if own is not None else Link(directory, authkey, owner, timeout)
+                _links[directory] = link
     return link
 
 
