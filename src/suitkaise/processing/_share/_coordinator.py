@@ -450,6 +450,7 @@ def serve(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # whatever handler the owner installed
     segment = segment_at(segment_path)
+    segment.words[COORDINATOR_WORD] = os.getpid()  # its start time: once the owner is served
     segment.doubles[HEARTBEAT_WORD] = time.monotonic()
     coordinator = _Coordinator(directory, segment, authkey, owner, timeout)
     # After the coordinator's own link is registered: restored objects that hold a proxy,

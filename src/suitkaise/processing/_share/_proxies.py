@@ -48,21 +48,31 @@ INPLACE = (
 
 
 def _inplace_method(method: str) -> Callable[[Any, Any], Any]:
-    operation = getattr(operator, method[2:-2])
+    # The plain operator (add for +=): on an immutable value, in-place is the same thing,
+    # and the base type's method gives a plain value back.
+    plain = method[3:-2]  # "__iadd__" -> "add"; "and", "or" are "and_", "or_" in operator
+    operation = getattr(operator, plain, None) or getattr(operator, plain + "_")
 
     def apply(self: Any, other: Any) -> Any:
         # Computed here, like the plain value would be: `t = share.n; t += 1` leaves the
         # Share alone and gives a plain value.
-        result = operation(self._sk_plain(), other)
-        if getframe is not None:
-            frame = getframe(1)
-            target = inplace_store(frame)
-            link, name = self._sk_origin
-            if target is not None and target[0] == name:
-                # `obj.name op= other`: if obj is the Share, its __setattr__ applies the
-                # operation atomically instead of storing this locally computed result.
-                return wrap_value(result, link, name, (method, other, id(frame), target[1]))
-        return result
+        result = operation(self, other)
+        if getframe is None:
+            return result
+        frame = getframe(1)
+        target = inplace_store(frame)
+        if target is None:
+            return result
+        origin = self._sk_origin
+        cls = _VALUE_CLASSES.get(type(result))
+        if target[0] != origin[1] or cls is None:
+            return result
+        # `obj.name op= other`: if obj is the Share, its __setattr__ applies the operation
+        # atomically instead of storing this locally computed result.
+        wrapped = cls(result)
+        wrapped._sk_origin = origin
+        wrapped._sk_pending = (method, other, id(frame), target[1])
+        return wrapped
 
     apply.__name__ = method
     return apply
@@ -72,7 +82,6 @@ def _value_class(base: type) -> type:
     namespace: dict[str, Any] = {
         "__doc__": f"A {base.__name__} read from a Share (it is that value).",
         "__reduce__": lambda self: (base, (base(self),)),
-        "_sk_plain": lambda self: base(self),
         **{method: _inplace_method(method) for method in INPLACE},
     }
     return type(f"Shared{base.__name__.capitalize()}", (base,), namespace)
@@ -103,20 +112,20 @@ def pending_update(value: Any, link: Link, name: str, frame: Any) -> tuple[Any, 
     ``(method, operand)`` if this is the store of ``share.name op= operand`` (apply the
     operation atomically), ``()`` if a proxy's ``op=`` already changed the shared object
     (nothing to do), ``None`` for an assignment of the whole value."""
-    if type(value) in _WRAPPED:
+    cls = type(value)
+    if cls in _WRAPPED:
         pending = value._sk_pending
-        if pending is None or frame is None:
-            return None
-        origin = value._sk_origin
         if (
-            origin[0] is link
-            and origin[1] == name
+            pending is not None
+            and frame is not None
             and id(frame) == pending[2]
             and frame.f_lasti in pending[3]
+            and value._sk_origin[0] is link
+            and value._sk_origin[1] == name
         ):
             update: tuple[Any, ...] = pending[:2]
             return update
-    elif type(value) is SharedObject and value._sk_stored:
+    elif cls is SharedObject and value._sk_stored:
         origin = value._sk_origin
         if origin[0] is link and origin[1] == name:
             return ()

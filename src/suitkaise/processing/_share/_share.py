@@ -31,6 +31,7 @@ from ._memory import (
     COORDINATOR_WORD,
     GENERATION_WORD,
     HEARTBEAT_WORD,
+    START_WORD,
     VERSION_WORD,
     Segment,
     SharedCircuitStore,
@@ -223,9 +224,10 @@ class Share:
             # Until the new coordinator writes its pid, a waiting client takes it for
             # "starting", whatever the heartbeat says.
             link.words[COORDINATOR_WORD] = 0
+            link.words[START_WORD] = 0  # the last coordinator's: not this one's
             link.doubles[HEARTBEAT_WORD] = time.monotonic()
             wire = Wire(mine, idle=IDLE_SECONDS)
-            link.running.process = launch(
+            link.running.process = process = launch(
                 context,
                 serve,
                 (link.directory, listening, link.authkey, link.memory_path, link.snapshot),
@@ -238,6 +240,9 @@ class Share:
         finally:
             listening.close()
             theirs.close()
+        # Known at once, so that a client waiting on a coordinator frozen or killed while
+        # it starts can tell (the coordinator writes it too, with its start time).
+        link.words[COORDINATOR_WORD] = process.pid or 0
         generation = link.words[GENERATION_WORD] + 1
         link.words[GENERATION_WORD] = generation  # connections made before are stale
         old = getattr(link.local, "wire", None)
@@ -313,8 +318,9 @@ class Share:
         return value
 
     def __setattr__(self, name: str, value: Any) -> None:
-        _refuse_internal(name, "assigned")
-        link = self._sk
+        if name in _OWN_ATTRIBUTES or (name[0] == "_" and _is_internal(name)):
+            _refuse_internal(name, "assigned")
+        link: Link = object.__getattribute__(self, "_sk")
         update = pending_update(value, link, name, getframe(1) if getframe else None)
         if update == ():
             return  # a proxy's `op=` already changed the shared object
