@@ -741,6 +741,30 @@ def test_an_absurd_timeout_is_refused_naming_it(value: Any, error: type[Exceptio
         Share(timeout=value)
 
 
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(-1, ValueError), (float("nan"), ValueError), (None, TypeError), ("1", TypeError)],
+)
+def test_an_absurd_stop_timeout_is_refused_and_the_share_keeps_running(
+    share: Share, value: Any, error: type[Exception]
+) -> None:
+    share.n = 1
+    with pytest.raises(error, match="timeout"):
+        share.stop(timeout=value)
+    assert share.is_running and share.n == 1
+
+
+def test_an_absurd_context_or_name_is_refused_clearly(share: Share) -> None:
+    with pytest.raises(TypeError, match=r"context must be a multiprocessing context.*'spawn'"):
+        Share(context="spawn")  # type: ignore[arg-type]
+    with pytest.raises(AttributeError, match="cannot be empty"):
+        setattr(share, "", 1)
+    with pytest.raises(AttributeError):
+        getattr(share, "")
+    share.n = 1
+    assert share.n == 1
+
+
 def test_a_timedelta_timeout_is_seconds() -> None:
     from datetime import timedelta
 

@@ -443,9 +443,12 @@ class Link:
         reply = self.request(P.INPLACE, name, method, blob)
         if reply[0] == P.VALUE and reply[2] == cached[0] + 1:
             # Nothing else changed since this process's cache was current: it stays
-            # current, with the new value (`share.n += 1` in a loop reads from it).
-            cached[1][name] = wrap_value(pickle.loads(reply[1]), self, name)
-            self.cached = (reply[2], cached[1])
+            # current, with the new value (`share.n += 1` in a loop reads from it). A new
+            # dict: another thread may still be storing what it read before this change
+            # into the old one.
+            entries = dict(cached[1])
+            entries[name] = wrap_value(pickle.loads(reply[1]), self, name)
+            self.cached = (reply[2], entries)
 
     def result(self, reply: tuple[Any, ...]) -> Any:
         if reply[0] == P.VALUE:

@@ -159,6 +159,11 @@ class Share:
         self, *, context: Context | None = None, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
         timeout = seconds("timeout", timeout, positive=True)
+        if context is not None and not callable(getattr(context, "get_start_method", None)):
+            raise TypeError(
+                "context must be a multiprocessing context (multiprocessing.get_context("
+                f"'spawn'), say) or None, got {context!r} of type {type(context).__name__}"
+            )
         directory = create_directory()
         try:
             Segment.create(os.path.join(directory, "memory"), SLOTS)
@@ -374,7 +379,10 @@ class Share:
         return f"<Share {self._sk_names()!r}>"
 
 
-_OWN_ATTRIBUTES = frozenset(name for name in dir(Share) if not name.startswith("_"))
+# Its methods and properties, and "" (not a name: refused here, before `name[0]` is read).
+_OWN_ATTRIBUTES = frozenset(
+    ["", *(name for name in dir(Share) if not name.startswith("_"))]
+)
 _STALE = 1.5  # seconds; the same as _link.STALE_SECONDS
 
 
@@ -385,6 +393,8 @@ def _is_internal(name: str) -> bool:
 
 
 def _refuse_internal(name: str, action: str) -> None:
+    if not name:
+        raise AttributeError(f"a Share name cannot be empty (it cannot be {action})")
     if name in _OWN_ATTRIBUTES or _is_internal(name):
         raise AttributeError(
             f"share.{name} cannot be {action}: {name!r} is part of the Share itself "
