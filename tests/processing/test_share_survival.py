@@ -278,6 +278,29 @@ class UsesTheGlobalShare:
         return int(GLOBAL_SHARE.counter)
 
 
+class WaitsForAThread:
+    """A method that starts a thread which uses the Share, and waits for it: the thread
+    needs the coordinator, which this method holds (a deadlock of the user's making)."""
+
+    def __init__(self, share: Share) -> None:
+        self.share = share
+
+    def via_thread(self) -> list[str]:
+        outcome: list[str] = []
+
+        def run() -> None:
+            try:
+                self.share.n += 1
+                outcome.append("applied")
+            except ShareError as error:
+                outcome.append(f"ShareError: {error}")
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        return outcome
+
+
 class Numbers:
     """Iterates with a generator (which cannot be pickled)."""
 
@@ -723,6 +746,34 @@ def _call_outcome(share: Share) -> tuple[str, float]:
     return "returned", time.monotonic() - started
 
 
+def test_a_thread_of_a_shared_method_cannot_deadlock_the_coordinator_for_ever() -> None:
+    share = Share(timeout=1.0)
+    try:
+        share.n = 0
+        share.waiter = WaitsForAThread(share)
+        # The thread's request gives up after the timeout, so the method returns; the call
+        # itself either gets that result or has just given up too (the same time limit).
+        try:
+            outcome = within(WAIT, share.waiter.via_thread, "the call that deadlocks")
+        except ShareError as error:
+            assert "within 1 s" in str(error)
+        else:
+            assert len(outcome) == 1 and "busy" in outcome[0] and "not applied" in outcome[0]
+        # And the coordinator serves again (it did not wait for ever).
+        wait_for(lambda: _quietly_read(share) == 0, 10.0, "the coordinator to serve again")
+        share.n += 1
+        assert share.n == 1
+    finally:
+        share.stop(timeout=1.0)
+
+
+def _quietly_read(share: Share) -> Any:
+    try:
+        return int(share.n)
+    except ShareError:
+        return None
+
+
 @pytest.mark.parametrize(
     ("value", "error"),
     [
@@ -796,6 +847,27 @@ def test_a_frozen_coordinator_fails_calls_within_about_two_seconds(where: str) -
         # Once it runs again, so does the Share.
         assert within(WAIT, share.slow.get, "a call after SIGCONT") == 0
         assert share.n == 1
+    finally:
+        share.stop(timeout=2.0)
+
+
+def test_stop_of_a_frozen_coordinator_returns_false_without_waiting_its_timeout() -> None:
+    share = Share()
+    try:
+        share.n = 1
+        pid = coordinator_pid(share)
+        os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        try:
+            assert within(WAIT, lambda: share.stop(timeout=10.0), "stop()") is False
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        assert time.monotonic() - started < 5.0
+        assert not share.is_running
+        share.start()  # a fresh coordinator (what the frozen one held is lost)
+        share.n = 2
+        assert share.n == 2
     finally:
         share.stop(timeout=2.0)
 

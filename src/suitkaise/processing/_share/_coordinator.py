@@ -139,22 +139,38 @@ class _Coordinator:
 
     # -- requests -----------------------------------------------------------------
 
-    def execute(self, op: int, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        """Apply one operation atomically; the reply. Never raises."""
+    def execute(
+        self, op: int, args: tuple[Any, ...], wait: float | None = None
+    ) -> tuple[Any, ...]:
+        """Apply one operation atomically; the reply. Never raises.
+
+        ``wait``: the longest to wait for the lock (seconds; ``None``: as long as it
+        takes). A request from a connection waits without limit (its client has its own
+        time limit); one made in this process by a thread other than the one holding the
+        lock (a thread a shared object started) waits at most the Share's timeout.
+        """
         handler = _TABLE.get(op)
         if handler is None:
             return (P.ERROR, f"this Share's coordinator does not know the operation {op!r}")
+        lock = self.lock
+        if not lock.acquire(timeout=-1 if wait is None else wait):
+            return (
+                P.ERROR,
+                f"this Share's coordinator was busy for {wait:g} s with another request "
+                "(a slow or deadlocked method of a shared object); the call was not applied",
+            )
         try:
-            with self.lock:
-                if self.stopping.is_set():
-                    # Arrived after the snapshot was taken: refuse rather than acknowledge
-                    # a write that the restarted Share would not have.
-                    return (P.ERROR, _STOPPED)
-                return handler(self, *args)
+            if self.stopping.is_set():
+                # Arrived after the snapshot was taken: refuse rather than acknowledge a
+                # write that the restarted Share would not have.
+                return (P.ERROR, _STOPPED)
+            return handler(self, *args)
         except _Gone as gone:
             return (P.GONE, gone.args[0])
         except BaseException as error:  # the caller gets its own exception back
             return (P.RAISE, portable_error(error, RuntimeError))
+        finally:
+            lock.release()
 
     def op_ping(self) -> tuple[Any, ...]:
         return (P.OK, os.getpid())

@@ -151,6 +151,7 @@ class Link:
         self.lifecycle = threading.RLock()  # start() and stop(), one at a time
         self.stopped = False
         self.snapshot: Any = None
+        self.lost: dict[str, str] = {}  # what the last stop() could not keep
         self.segment: Segment = segment_at(self.memory_path)
         # Kept at hand: every `share.name` reads the version word and the heartbeat.
         self.words = self.segment.words
@@ -478,13 +479,15 @@ class InProcessLink(Link):
     it (the same order as if it had been one request).
     """
 
-    def __init__(self, coordinator: _Coordinator, directory: str, authkey: bytes,
-                 owner: int, timeout: float) -> None:
+    def __init__(
+        self, coordinator: _Coordinator, directory: str, authkey: bytes, owner: int,
+        timeout: float,
+    ) -> None:
         super().__init__(directory, authkey, owner, timeout)
         self.coordinator = coordinator
 
     def request(self, op: int, *args: Any, timeout: float | None = None) -> tuple[Any, ...]:
-        return self.check(self.coordinator.execute(op, args))
+        return self.check(self.coordinator.execute(op, args, timeout or self.timeout))
 
     def coordinator_problem(self) -> str | None:
         return None  # we are it

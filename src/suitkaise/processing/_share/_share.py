@@ -73,32 +73,45 @@ def _release(process: Any) -> None:
             close()
 
 
+def _stop_request(link: Link, timeout: float, deadline: float) -> tuple[bool, float]:
+    """Ask the coordinator to stop; ``(clean, deadline for it to exit)``."""
+    link.lost = {}
+    try:
+        # One request: the snapshot is taken and the coordinator stops serving under one
+        # lock, so no write can be acknowledged after the snapshot and then be lost. A call
+        # still running at the coordinator (a slow method) holds that lock: the timeout
+        # bounds the wait, and the coordinator is killed after it.
+        _, snapshot, link.lost = link.request(P.STOP, timeout=max(timeout, 1e-3))
+    except ShareError:
+        return False, time.monotonic()  # frozen, dead, or still busy: nothing to wait for
+    # Confirm: only now does the coordinator end. Had this stop() been interrupted before it
+    # had the snapshot, the coordinator would have gone on serving, with everything, when
+    # this connection closed (and this snapshot would not be the Share's last state).
+    try:
+        link.request(P.PING, timeout=max(0.5, deadline - time.monotonic()))
+    except ShareError:
+        link.snapshot = snapshot  # the best there is: it is about to be killed
+        return False, deadline
+    link.snapshot = snapshot
+    return True, deadline
+
+
 def _stop(link: Link, timeout: float) -> bool:
     with link.lifecycle:
         process = link.running.process
         if process is None:
             return True  # not running: stopped already
-        clean = True
-        lost: dict[str, str] = {}
         deadline = time.monotonic() + timeout
         try:
-            # One request: the snapshot is taken and the coordinator stops serving under
-            # one lock, so no write can be acknowledged after the snapshot and then be
-            # lost. A call still running at the coordinator (a slow method) holds that lock:
-            # the timeout bounds the wait, and the coordinator is killed after it.
-            _, snapshot, lost = link.request(P.STOP, timeout=max(timeout, 1e-3))
-            # Confirm: only now does the coordinator end. Had this stop() been interrupted
-            # before it had the snapshot, the coordinator would have gone on serving, with
-            # everything, when this connection closed.
-            link.request(P.PING, timeout=max(0.5, deadline - time.monotonic()))
-            link.snapshot = snapshot
-        except ShareError:
-            clean = False
+            clean, deadline = _stop_request(link, timeout, deadline)
         except BaseException:
+            # Interrupted: the coordinator goes back to serving, with everything, when it
+            # sees this connection close without a confirmation.
             wire = getattr(link.local, "wire", None)
             if wire is not None:
                 link.discard(wire)
             raise
+        lost = link.lost
         link.stopped = True
         wire = getattr(link.local, "wire", None)
         if wire is not None:
