@@ -26,7 +26,7 @@ from . import _protocol as P
 from ._coordinator import serve
 from ._directory import create as create_directory
 from ._launch import launch
-from ._link import DEFAULT_TIMEOUT, Link, Running, attach, register
+from ._link import DEFAULT_TIMEOUT, STALE_SECONDS, Link, Running, attach, register
 from ._memory import (
     COORDINATOR_WORD,
     GENERATION_WORD,
@@ -331,7 +331,7 @@ class Share:
         value = cached[1].get(name, _MISSING)
         if value is _MISSING:
             return link.fetch(name, version)
-        if time.monotonic() - link.doubles[HEARTBEAT_WORD] > _STALE:
+        if time.monotonic() - link.doubles[HEARTBEAT_WORD] > STALE_SECONDS:
             link.check_alive()
         return value
 
@@ -396,7 +396,6 @@ class Share:
 _OWN_ATTRIBUTES = frozenset(
     ["", *(name for name in dir(Share) if not name.startswith("_"))]
 )
-_STALE = 1.5  # seconds; the same as _link.STALE_SECONDS
 
 
 def _is_internal(name: str) -> bool:
