@@ -33,6 +33,7 @@ from suitkaise import BreakingCircuit, Circuit
 from suitkaise.circuits.testing import recorded_sleeps
 from suitkaise.processing import Pool, Share, ShareError, Skprocess
 from suitkaise.processing._share._coordinator import PROCESS_NAME
+from suitkaise.processing._share._protocol import OP_NAMES
 
 pytestmark = pytest.mark.slow
 
@@ -846,7 +847,7 @@ def test_after_n_plus_equals_the_next_read_needs_no_round_trip_unless_someone_el
     real_request = link.request
 
     def counting(*request: Any, **options: Any) -> tuple[Any, ...]:
-        requests.append(request[0])
+        requests.append(OP_NAMES[request[0]])
         return real_request(*request, **options)
 
     monkeypatch.setattr(link, "request", counting)

@@ -45,7 +45,19 @@ from process_tree import descendants
 from suitkaise import BreakingCircuit, Circuit
 from suitkaise.processing import Share, ShareError
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leaks")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _session_helpers() -> None:
+    """multiprocessing's fork server, resource tracker and shared-value heap live for the
+    whole session, each with descriptors of its own: start them before any test's leak
+    check begins, so that the first test to need one is not blamed for them."""
+    from multiprocessing import forkserver, resource_tracker
+
+    forkserver.ensure_running()
+    resource_tracker.ensure_running()
+    FORK.RawValue("q", 0)
 
 WAIT = 20.0  # seconds the parent waits for a child that should finish; a failure, not a hang
 UNBLOCKED = 2.0  # a call that must not be blocked completes within this (generous on 2 CPUs)
@@ -117,24 +129,31 @@ class Children:
             if process.is_alive():
                 self.kill(process)
             process.join(WAIT)
+            process.close()  # its sentinel pipe
+        self.started.clear()
 
 
 @pytest.fixture
-def children() -> Iterator[Children]:
+def children(request: pytest.FixtureRequest) -> Iterator[Children]:
     tracker = Children()
     try:
         yield tracker
     finally:
         tracker.cleanup()
+        request.node.funcargs.pop("children", None)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
-def share() -> Iterator[Share]:
+def share(request: pytest.FixtureRequest) -> Iterator[Share]:
+    """A Share, stopped after the test and then let go of, so that ``no_leaks`` (set up
+    before, checked after) sees everything it used closed."""
     created = Share()
     try:
         yield created
     finally:
         created.stop(timeout=2.0)
+        request.node.funcargs.pop("share", None)  # type: ignore[attr-defined]
+        del created
 
 
 def _coordinator_pid(share: Share) -> int:
@@ -519,8 +538,13 @@ def test_the_coordinator_listens_only_on_a_unix_socket_in_a_private_directory(
     assert not sockets & _inet_inodes(), "the coordinator holds a TCP/UDP socket"
     paths = _unix_socket_paths()
     assert {paths.get(inode) for inode in sockets} - {None} == {address}
-    # And the directory was made for this Share alone.
-    assert sorted(os.listdir(directory)) == ["coordinator.sock", "memory"]
+    # And the directory was made for this Share alone: its socket, its memory, and who
+    # its coordinator is (for the sweep of directories left by killed Shares).
+    _wait_for(
+        lambda: "coordinator" in os.listdir(directory), WAIT, "the coordinator's record"
+    )
+    assert sorted(os.listdir(directory)) == ["coordinator", "coordinator.sock", "memory"]
+    assert stat.S_IMODE(os.stat(os.path.join(directory, "coordinator")).st_mode) & 0o077 == 0
 
 
 def test_a_client_with_a_wrong_key_is_refused_and_everyone_else_is_served(

@@ -18,7 +18,7 @@ import pytest
 
 from suitkaise.processing._share import _coordinator, _wire
 from suitkaise.processing._share._memory import CROWDED_WORD, Segment
-from suitkaise.processing._share._wire import SPIN_SECONDS, Wire
+from suitkaise.processing._share._wire import HEADER, SPIN_SECONDS, Wire
 
 
 @pytest.fixture
@@ -30,26 +30,30 @@ def pair() -> Iterator[tuple[Wire, Wire]]:
     b.close()
 
 
+def _frame(payload: bytes, request_id: int = 0) -> bytes:
+    return HEADER.pack(len(payload), request_id) + payload
+
+
 @pytest.mark.parametrize("size", [0, 1, 7, 8, 65_535, 65_536, 65_537, 3 * 1024 * 1024 + 5])
-def test_a_frame_arrives_whole_and_alone(pair: tuple[Wire, Wire], size: int) -> None:
+def test_a_frame_arrives_whole_and_alone_with_its_id(pair: tuple[Wire, Wire], size: int) -> None:
     a, b = pair
     payload = os.urandom(size)
     # A large frame does not fit in the socket's buffer: send it from another thread.
-    sender = threading.Thread(target=a.send, args=(payload,))
+    sender = threading.Thread(target=a.send, args=(7, payload))
     sender.start()
-    assert b.receive(time.perf_counter(), False, timeout=10.0) == payload
+    assert b.receive(time.perf_counter(), False) == (7, payload)
     sender.join()
-    a.send(b"next")
-    assert b.receive(time.perf_counter(), False, timeout=10.0) == b"next"
+    a.send(2**64 - 1, b"next")
+    assert b.receive(time.perf_counter(), False) == (2**64 - 1, b"next")
 
 
 def test_frames_go_both_ways_in_turn(pair: tuple[Wire, Wire]) -> None:
     a, b = pair
     for number in range(200):
-        a.send(b"request %d" % number)
-        assert b.receive(time.perf_counter(), True) == b"request %d" % number
-        b.send(b"reply %d" % number)
-        assert a.receive(time.perf_counter(), True) == b"reply %d" % number
+        a.send(number, b"request %d" % number)
+        assert b.receive(time.perf_counter(), True) == (number, b"request %d" % number)
+        b.send(number, b"reply %d" % number)
+        assert a.receive(time.perf_counter(), True) == (number, b"reply %d" % number)
 
 
 def test_a_closed_peer_is_end_of_stream(pair: tuple[Wire, Wire]) -> None:
@@ -63,26 +67,92 @@ def test_a_peer_closing_in_the_middle_of_a_frame_is_end_of_stream(
     pair: tuple[Wire, Wire],
 ) -> None:
     a, b = pair
-    a.sock.sendall((100).to_bytes(8, "big") + b"only ten b")
+    a.sock.sendall(HEADER.pack(100, 1) + b"only ten b")
     a.close()
     with pytest.raises(EOFError, match="middle"):
         b.receive(time.perf_counter(), False)
 
 
-def test_two_frames_at_once_are_refused_as_out_of_step(pair: tuple[Wire, Wire]) -> None:
+def test_frames_that_arrive_together_are_read_one_at_a_time_in_order(
+    pair: tuple[Wire, Wire],
+) -> None:
     a, b = pair
-    a.sock.sendall((2).to_bytes(8, "big") + b"ab" + (2).to_bytes(8, "big") + b"cd")
-    time.sleep(0.05)  # both frames are in the buffer before the first read
-    with pytest.raises(EOFError, match="out of step"):
-        b.receive(time.perf_counter(), False)
+    # A stale reply and the current one in the buffer at once: nothing is lost or merged.
+    a.sock.sendall(_frame(b"ab", 1) + _frame(b"cd", 2) + _frame(b"", 3) + _frame(b"e", 4)[:5])
+    time.sleep(0.05)  # all of it is in the buffer before the first read
+    assert b.receive(time.perf_counter(), False) == (1, b"ab")
+    assert b.receive(time.perf_counter(), False) == (2, b"cd")
+    assert b.receive(time.perf_counter(), False) == (3, b"")
+    a.sock.sendall(_frame(b"e", 4)[5:])
+    assert b.receive(time.perf_counter(), False) == (4, b"e")
 
 
-def test_a_timeout_bounds_the_wait(pair: tuple[Wire, Wire]) -> None:
-    _, b = pair
+def test_a_wait_calls_on_idle_every_slice_and_stops_when_it_raises() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    wire = Wire(right, idle=0.05)
+    calls: list[float] = []
+
+    def on_idle() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 4:
+            raise TimeoutError("enough")
+
     started = time.monotonic()
-    with pytest.raises(TimeoutError):
-        b.receive(time.perf_counter(), True, timeout=0.2)
-    assert 0.15 < time.monotonic() - started < 5.0
+    try:
+        with pytest.raises(TimeoutError, match="enough"):
+            wire.receive(time.perf_counter(), True, on_idle)
+        assert 0.15 < time.monotonic() - started < 5.0
+        # ... and a wait that on_idle lets go on gets its frame.
+        calls.clear()
+        threading.Timer(0.2, lambda: left.sendall(_frame(b"late", 9))).start()
+        assert wire.receive(time.perf_counter(), False, lambda: calls.append(0.0)) == (9, b"late")
+        assert len(calls) >= 2
+    finally:
+        wire.close()
+        left.close()
+
+
+def test_a_send_to_a_peer_that_reads_nothing_is_bounded_too() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    wire = Wire(right, idle=0.05)
+    calls = 0
+
+    def on_idle() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise TimeoutError("the peer reads nothing")
+
+    try:
+        with pytest.raises(TimeoutError):
+            wire.send(1, b"x" * (32 * 1024 * 1024), on_idle)
+        assert calls == 3
+    finally:
+        wire.close()
+        left.close()
+
+
+def test_without_kernel_time_outs_waits_use_select(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_wire, "IDLE_SECONDS", 0.05)
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    wire = Wire(right)  # no idle: the kernel does not time reads out
+    calls: list[int] = []
+
+    def on_idle() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise TimeoutError("enough")
+
+    try:
+        with pytest.raises(TimeoutError):
+            wire.receive(time.perf_counter(), False, on_idle)
+        left.sendall(_frame(b"ok", 5))
+        assert wire.receive(time.perf_counter(), False, on_idle) == (5, b"ok")
+    finally:
+        wire.close()
+        left.close()
 
 
 class _CountingSocket:
@@ -120,7 +190,7 @@ def counting() -> Iterator[tuple[socket.socket, Wire, _CountingSocket]]:
 def _answer_after(sock: socket.socket, delay: float, payload: bytes = b"x") -> threading.Thread:
     def answer() -> None:
         time.sleep(delay)
-        sock.sendall(len(payload).to_bytes(8, "big") + payload)
+        sock.sendall(_frame(payload))
 
     thread = threading.Thread(target=answer)
     thread.start()
@@ -137,11 +207,11 @@ def test_a_spin_that_catches_nothing_backs_off_and_one_that_catches_resets(
         """One wait for an answer (None: already there); how many times it polled."""
         sock.polls = 0
         if answer_delay is None:
-            peer.sendall((1).to_bytes(8, "big") + b"x")
-            assert wire.receive(time.perf_counter(), True) == b"x"
+            peer.sendall(_frame(b"x"))
+            assert wire.receive(time.perf_counter(), True) == (0, b"x")
         else:
             thread = _answer_after(peer, answer_delay)
-            assert wire.receive(time.perf_counter(), True) == b"x"
+            assert wire.receive(time.perf_counter(), True) == (0, b"x")
             thread.join()
         return sock.polls
 
@@ -177,12 +247,12 @@ def test_no_spinning_when_told_not_to_or_on_one_cpu(
     monkeypatch.setattr(_wire, "_SPIN_ALLOWED", True)
     peer, wire, sock = counting
     thread = _answer_after(peer, 0.01)
-    assert wire.receive(time.perf_counter(), False) == b"x"  # crowded: do not spin
+    assert wire.receive(time.perf_counter(), False) == (0, b"x")  # crowded: do not spin
     thread.join()
     assert sock.polls == 0
     monkeypatch.setattr(_wire, "_SPIN_ALLOWED", False)  # one CPU: never spin
-    peer.sendall((1).to_bytes(8, "big") + b"y")
-    assert wire.receive(time.perf_counter(), True) == b"y"
+    peer.sendall(_frame(b"y"))
+    assert wire.receive(time.perf_counter(), True) == (0, b"y")
     assert sock.polls == 0
     assert (wire.skips, wire.backoff) == (0, 1)  # nothing learned from waits that did not spin
 
@@ -194,7 +264,7 @@ def test_only_one_thread_of_a_process_spins_at_a_time(
     peer, wire, sock = counting
     with _wire._spinner:  # another thread of this process is spinning
         thread = _answer_after(peer, 0.01)
-        assert wire.receive(time.perf_counter(), True) == b"x"
+        assert wire.receive(time.perf_counter(), True) == (0, b"x")
         thread.join()
     assert sock.polls == 0
 
@@ -212,7 +282,7 @@ def coordinator() -> Iterator[Any]:
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "memory")
         Segment.create(path, 4)
-        yield _coordinator._Coordinator(directory, Segment(path), {})
+        yield _coordinator._Coordinator(directory, Segment(path))
 
 
 def test_interleaved_callers_make_the_coordinator_crowded_until_one_is_left(

@@ -8,7 +8,11 @@ Layout, in 8-byte words (little-endian, aligned):
   heartbeat (a double, ``time.monotonic()``, which is system-wide); word 3: the generation,
   bumped by each (re)start of the coordinator; word 4: 1 while the coordinator is serving
   several clients at once (they then sleep rather than spin for replies, see ``_wire``);
-  words 5-7: reserved.
+  word 5: the running coordinator's pid (0 while none runs: how a waiting client tells a
+  frozen or dead coordinator from a slow one); word 6: the next circuit slot to hand out
+  (kept here, not in the coordinator, so that a restart never hands out a slot again);
+  word 7: the coordinator's start time (clock ticks since boot; with the pid, it tells the
+  coordinator from a later process that got the same pid).
 - from word 8, one slot of 16 words per circuit: ``active`` (0 or 1), then two copies of
   the state, each ``seq, times_shorted, total_trips, current_sleep_time (double), broken``.
 
@@ -23,23 +27,27 @@ waits on a dead writer.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import mmap
 import os
 import threading
+import weakref
 from typing import Any
 
 from ...circuits import Settings
 from ...circuits._transitions import State, Transition
 
 __all__ = [
+    "COORDINATOR_WORD",
     "CROWDED_WORD",
     "GENERATION_WORD",
     "HEARTBEAT_WORD",
+    "NEXT_SLOT_WORD",
+    "START_WORD",
     "VERSION_WORD",
     "Segment",
     "SharedCircuitStore",
-    "forget_segment",
     "segment_at",
 ]
 
@@ -51,6 +59,9 @@ VERSION_WORD = 1
 HEARTBEAT_WORD = 2  # a double: the coordinator's time.monotonic(), refreshed every 0.1 s
 GENERATION_WORD = 3  # bumped at each (re)start: connections made earlier are stale
 CROWDED_WORD = 4  # 1 while several clients call the coordinator at once
+COORDINATOR_WORD = 5  # the coordinator's pid, 0 while none runs
+NEXT_SLOT_WORD = 6  # the next circuit slot to hand out (never reused, across restarts too)
+START_WORD = 7  # the coordinator's start time, in clock ticks since boot (0: unknown)
 
 
 def segment_size(slots: int) -> int:
@@ -58,15 +69,38 @@ def segment_size(slots: int) -> int:
     return (HEADER_WORDS + slots * SLOT_WORDS) * 8
 
 
+def _unmap(fd: int, mapped: mmap.mmap, views: tuple[memoryview[Any], ...]) -> None:
+    # Everything that used these views held the Segment, which is gone: nobody uses them.
+    for view in views:
+        view.release()
+    with contextlib.suppress(BufferError, ValueError):
+        mapped.close()
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
 class Segment:
-    """One process's mapping of a Share's shared memory file."""
+    """One process's mapping of a Share's shared memory file.
+
+    Its file descriptor and mapping are closed when the last object using it (a Share link,
+    a circuit's store, the coordinator) is gone, or by ``close()``. Whoever keeps ``words``
+    or ``doubles`` keeps the Segment too.
+    """
+
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        self._map = mmap.mmap(self.fd, 0)
+        try:
+            self._map = mmap.mmap(self.fd, 0)
+        except BaseException:
+            os.close(self.fd)
+            raise
         self.words = memoryview(self._map).cast("q")
         self.doubles = memoryview(self._map).cast("d")
+        self._closer = weakref.finalize(
+            self, _unmap, self.fd, self._map, (self.words, self.doubles)
+        )
         self.slots = (len(self.words) - HEADER_WORDS) // SLOT_WORDS
         self._pid = os.getpid()
         self._thread_locks: dict[int, threading.Lock] = {}
@@ -148,33 +182,35 @@ class Segment:
         return sleep
 
     def close(self) -> None:
-        self.words.release()
-        self.doubles.release()
-        self._map.close()
-        os.close(self.fd)
+        """Unmap and close now (only when nothing else of this process uses it)."""
+        self._closer()
 
 
-_segments: dict[str, Segment] = {}
+# Weak: a mapping lives while something of this process uses it, and no longer.
+_segments: weakref.WeakValueDictionary[str, Segment] = weakref.WeakValueDictionary()
+_segments_guard = threading.Lock()
+
+
+def _after_fork() -> None:
+    global _segments_guard
+    _segments_guard = threading.Lock()  # a parent's thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def segment_at(path: str) -> Segment:
     """This process's mapping of ``path`` (one per process, shared by every store)."""
     segment = _segments.get(path)
     if segment is None:
-        # No lock held while mapping: a garbage collection during the mapping can run a
-        # Share's finalizer, which calls forget_segment() in this very thread. setdefault
-        # is atomic, so two threads racing here agree on one mapping.
-        mapped = Segment(path)
-        segment = _segments.setdefault(path, mapped)
-        if segment is not mapped:
-            mapped.close()
+        # One mapping per file and process: two would each hold a descriptor, and closing
+        # either drops every record lock this process holds on the file (POSIX).
+        with _segments_guard:
+            segment = _segments.get(path)
+            if segment is None:
+                segment = _segments[path] = Segment(path)
     return segment
-
-
-def forget_segment(path: str) -> None:
-    """Forget this process's mapping of ``path`` (its Share is gone). The mapping itself
-    goes when nothing uses it any more: a circuit read from the Share may outlive it."""
-    _segments.pop(path, None)
 
 
 class SharedCircuitStore:
