@@ -217,7 +217,8 @@ class PrivateRedis:
         tls: dict[str, Any] = {}
         if self.tls:
             tls = {"ssl": True, "ssl_ca_certs": str(self.tls[0])}
-        settings: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
+        # RESP2: it works on every server, also one without HELLO.
+        settings: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5, "protocol": 2}
         return redis.Redis(
             host="127.0.0.1", port=self.port, password=self.password,
             **{**settings, **tls, **options},

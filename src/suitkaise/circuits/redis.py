@@ -699,11 +699,11 @@ class _Lane:
         self.packed = packed
 
     def __del__(self) -> None:
-        try:
-            if self.ids is _ids:
-                self.ids.lanes.append(_Lane(self.ids, self.packed))
-        except Exception:  # interpreter shutdown: nothing to give back to
-            pass
+        ids = getattr(self, "ids", None)
+        if ids is not None and ids is _ids:  # not after a fork, nor at interpreter shutdown
+            # Should this be cut short in turn after the copy exists, the copy's own
+            # __del__ gives the lane back: the pool never gets two copies of one lane.
+            ids.lanes.append(_Lane(ids, self.packed))
 
 
 class _OpIds:
@@ -1873,6 +1873,8 @@ class RedisCircuitStore:
                 raise self._mismatch(_text(error.message).split(" "), again=True)
             elif code == b"WRONGTYPE":
                 found = yield self._type
+                if type(found) is _ErrorReply:
+                    raise _Refused("TYPE", found)
                 raise self._refused(
                     f"key {self.config.key!r} holds a {_text(found)}, not a circuit (a hash); "
                     "delete it or give the circuit another name"
