@@ -374,10 +374,14 @@ class FakeRedis:
     +OK, the creation script with the circuit's configuration, shorts that do not trip),
     except for the commands in ``overrides``: ``{b"EVALSHA": raw_reply_or_callable}``. A
     callable gets the command's arguments and returns the raw reply (``b""`` closes the
-    connection). ``commands`` records every command received."""
+    connection). After replying to ``hang_up_after`` it closes the connection. ``commands``
+    records every command received."""
 
-    def __init__(self, overrides: dict[bytes, Any] | None = None) -> None:
+    def __init__(
+        self, overrides: dict[bytes, Any] | None = None, *, hang_up_after: bytes = b""
+    ) -> None:
         self.overrides = dict(overrides or {})
+        self.hang_up_after = hang_up_after  # a command after whose reply it closes
         self.commands: list[list[bytes]] = []
         self.fingerprint: bytes | None = None
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -444,6 +448,8 @@ class FakeRedis:
                         return
                     with contextlib.suppress(OSError):
                         conn.sendall(reply)
+                    if args[0].upper() == self.hang_up_after:
+                        return
 
     def close(self) -> None:
         self._stop.set()

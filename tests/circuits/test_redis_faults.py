@@ -781,6 +781,7 @@ ERRORS: list[tuple[bytes, bytes, str, bool, str]] = [
     (b"EVALSHA", b"-MASTERDOWN Link with MASTER is down\r\n", "", True, "cannot serve now"),
     (b"EVALSHA", b"-LOADING Redis is loading the dataset\r\n", "", True, "still loading"),
     (b"AUTH", b"-ERR max number of clients reached\r\n", "pw", True, "no room for another"),
+    (b"CLIENT", b"-ERR max number of clients reached\r\n", "full", True, "no room for another"),
     (b"AUTH", b"-WRONGPASS invalid username-password pair\r\n", "pw", False, "authentication"),
     (b"AUTH", b"-ERR invalid password\r\n", "pw", False, "authentication failed"),
     (b"EVAL", b"-NOAUTH Authentication required.\r\n", "", False, "authentication failed"),
@@ -807,6 +808,7 @@ URL_OPTIONS = {
     "pw": "/0",
     "db": "/7",
     "name": "/0?client_name=me",
+    "full": "/0",
 }
 
 
@@ -818,7 +820,9 @@ def test_every_server_answer_is_classified(
 ) -> None:
     """What each answer of the server becomes, at the step where it comes (the handshake,
     the creation of the circuit, or an operation), for those hard to provoke for real."""
-    with FakeRedis({command: reply}) as server:
+    # A full server answers whatever comes first, then hangs up.
+    hang_up = command if options == "full" else b""
+    with FakeRedis({command: reply}, hang_up_after=hang_up) as server:
         password = ":S3cret-pw@" if options == "pw" else ""
         url = f"redis://{password}127.0.0.1:{server.port}{URL_OPTIONS[options]}"
         store = RedisStore(url, "classify", timeout=SLOW)

@@ -861,3 +861,30 @@ def test_a_cancelled_trio_call_returns_at_once(redis_url: str, no_leaks: None) -
         assert elapsed < 1.0, elapsed
         time.sleep(1.6)  # the worker thread's call ends (its reply comes after the stall)
         store.close()
+
+
+def test_a_circuit_made_by_the_earlier_layout_carries_on(redis_url: str, no_leaks: None) -> None:
+    """A hash written by the library before the configuration fingerprint (no ``config``
+    field): building on it, shorting it and reading it (also first, from an unpickled
+    circuit) carry on with its state; the fingerprint is added from its own fields, and a
+    different configuration is still refused."""
+    fields = {"kind": "Circuit", "threshold": "3", "sleep": "0", "factor": "1", "cap": "10",
+              "jitter": "0", "shorts": "1", "trips": "4", "current": "0",
+              "broken": "0"}  # fmt: skip
+    with contextlib.closing(redis.Redis.from_url(redis_url)) as admin:
+        admin.hset(KEY_PREFIX + "old", mapping=fields)
+        admin.hset(KEY_PREFIX + "old-read", mapping=fields)
+        store = RedisStore(redis_url, "old", timeout=SLOW)
+        circuit = Circuit(3, store=store)
+        assert (circuit.times_shorted, circuit.total_trips) == (1, 4)
+        assert [circuit.short(), circuit.short()] == [False, True]
+        assert admin.hget(KEY_PREFIX + "old", "config") == b"Circuit 3 0 1 10 0"
+        reader_store = RedisStore(redis_url, "old-read", timeout=SLOW)
+        reader = pickle.loads(pickle.dumps(Circuit(3, store=reader_store)))
+        admin.hdel(KEY_PREFIX + "old-read", "config")  # as the earlier layout left it
+        assert (reader.times_shorted, reader.total_trips) == (1, 4)
+        assert admin.hget(KEY_PREFIX + "old-read", "config") == b"Circuit 3 0 1 10 0"
+        with pytest.raises(ValueError, match="num_shorts_to_trip: stored 3, yours 4"):
+            Circuit(4, store=store)
+        store.close()
+        reader_store.close()

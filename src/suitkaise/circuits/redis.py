@@ -1128,22 +1128,34 @@ class _Greeting:
             if not steps:
                 return
             replies = yield b"".join(parts), steps
-            retry = False
-            for step, reply in zip(steps, replies, strict=True):
-                if type(reply) is not _ErrorReply or step == "CLIENT SETINFO":
-                    continue
-                if (
-                    step == "AUTH"
-                    and len(credentials) == 2
-                    and reply.message.startswith(b"wrong number of arguments")
-                ):
-                    # A server before Redis 6 (no user names): the password alone.
-                    credentials = credentials[1:]
-                    retry = True
-                    break
-                raise _Refused(step, reply)
-            if not retry:
+            first = self.refusal(steps, replies)
+            if first is None:
                 return
+            if (
+                first.step == "AUTH"
+                and len(credentials) == 2
+                and first.reply.message.startswith(b"wrong number of arguments")
+            ):
+                # A server before Redis 6 (no user names): the password alone.
+                credentials = credentials[1:]
+                continue
+            raise first
+
+    @staticmethod
+    def refusal(steps: list[str], replies: list[Any]) -> _Refused | None:
+        """The first error among the replies (there may be fewer replies than steps, when
+        the server closed the connection after an error) that is not to be ignored: an old
+        server's error for ``CLIENT SETINFO`` is, unless it is the server saying it is full
+        (which it says to whatever comes first)."""
+        for step, reply in zip(steps, replies):  # noqa: B905 - replies may be cut short
+            if type(reply) is not _ErrorReply:
+                continue
+            if step == "CLIENT SETINFO" and not reply.message.lower().startswith(
+                b"max number of clients"
+            ):
+                continue
+            return _Refused(step, reply)
+        return None
 
 
 # -- connections, shared per process per (target, timeout) ----------------------------------
@@ -1234,7 +1246,17 @@ class _Endpoint:
                 request, names = next(steps)
                 while True:
                     wire.send(request, deadline)
-                    request, names = steps.send([wire.read(deadline) for _ in names])
+                    replies: list[Any] = []
+                    try:
+                        for _ in names:
+                            replies.append(wire.read(deadline))
+                    except _Dropped:
+                        # A server that refuses (full, say) answers, then hangs up.
+                        refused = self.greeting.refusal(names, replies)
+                        if refused is None:
+                            raise
+                        raise refused from None
+                    request, names = steps.send(replies)
             except StopIteration:
                 return wire
             except BaseException:
@@ -1254,10 +1276,16 @@ class _Endpoint:
             self.drop_idle()
 
     def drop_idle(self) -> None:
-        """Close the idle connections (after a drop, they probably broke too)."""
-        idle, self.idle = self.idle, []
-        while idle:
-            idle.pop().close()
+        """Close the idle connections (after a drop, they probably broke too). Pops from the
+        list itself, so a connection given back meanwhile is either closed or stays idle,
+        never lost in a list nobody looks at."""
+        idle = self.idle
+        while True:
+            try:
+                wire = idle.pop()
+            except IndexError:
+                return
+            wire.close()
 
     # -- asyncio --
 
@@ -1298,7 +1326,16 @@ class _Endpoint:
                 request, names = next(steps)
                 while True:
                     wire.send(request)
-                    request, names = steps.send([await wire.read() for _ in names])
+                    replies: list[Any] = []
+                    try:
+                        for _ in names:
+                            replies.append(await wire.read())
+                    except _Dropped:
+                        refused = self.greeting.refusal(names, replies)
+                        if refused is None:
+                            raise
+                        raise refused from None
+                    request, names = steps.send(replies)
             except StopIteration:
                 return wire
             except BaseException:
