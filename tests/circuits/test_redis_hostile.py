@@ -888,3 +888,39 @@ def test_a_circuit_made_by_the_earlier_layout_carries_on(redis_url: str, no_leak
             Circuit(4, store=store)
         store.close()
         reader_store.close()
+
+
+def test_a_store_collected_while_another_is_built_deadlocks_nothing(
+    redis_url: str, no_leaks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store's finalizer (it lets go of the connections) runs whenever the garbage
+    collector finds the store: here, in the middle of building another store's connection
+    set, inside the store registry's critical section. It must not wait for a lock its own
+    thread holds."""
+    import gc
+
+    real = redis_module._Endpoint.__init__
+
+    def collecting(self: Any, *args: Any) -> None:
+        gc.collect()  # what any allocation in here may set off
+        real(self, *args)
+
+    def build() -> None:
+        lost = RedisStore(redis_url, "gc-first", timeout=SLOW)
+        lost.cycle = lost  # type: ignore[attr-defined] # only the collector frees it
+        del lost
+        monkeypatch.setattr(redis_module._Endpoint, "__init__", collecting)
+        other = RedisStore(redis_url.replace("/0", "/1"), "gc-second", timeout=SLOW)
+        built.append(Circuit(2, store=other).short())
+        other.close()
+
+    gc.disable()  # the collection must come from inside the critical section, not before
+    built: list[bool] = []
+    try:
+        thread = threading.Thread(target=build, daemon=True)
+        thread.start()
+        thread.join(20)
+    finally:
+        gc.enable()
+    assert not thread.is_alive(), "deadlocked"
+    assert built == [False]

@@ -1214,7 +1214,7 @@ class _Endpoint:
         self.key = (target, timeout)
         self.refs = 0
         self.closed = False
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entrant: close() may run from a finalizer (GC)
         self.idle: list[_Wire] = []
         self.loops: dict[Any, _LoopPool] = {}
         self.greeting = _Greeting(target)
@@ -1259,6 +1259,10 @@ class _Endpoint:
                     request, names = steps.send(replies)
             except StopIteration:
                 return wire
+            except _Timeout as timeout:
+                wire.close()
+                timeout.doing, timeout.sent = "the connection's handshake", False
+                raise
             except BaseException:
                 wire.close()
                 raise
@@ -1351,7 +1355,9 @@ class _Endpoint:
             for other in [other for other in self.loops if other.is_closed()]:
                 # A loop closed without shutting down its async generators: its connections
                 # can no longer close cleanly; dropping them lets the collector close them.
-                self.loops.pop(other).closed = True
+                gone = self.loops.pop(other, None)
+                if gone is not None:
+                    gone.closed = True
             pool = self.loops[loop] = _LoopPool()
             closed = self.closed
         if closed:
@@ -1399,7 +1405,7 @@ class _Endpoint:
         # instance that the child shares with the parent's event loop. Their file
         # descriptors are detached from their socket objects and closed directly, so no
         # finalizer ever closes the same number again (reused by then).
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.drop_idle()
         for pool in self.loops.values():
             pool.closed = True
@@ -1446,16 +1452,22 @@ def _close_descriptor(wire: _AsyncWire) -> None:
         os.close(real.detach())
 
 
-_registry_lock = threading.Lock()
+# Re-entrant: a store's finalizer (_release) runs when the garbage collector finds the store,
+# which can be in the middle of anything, this lock's own critical sections included.
+_registry_lock = threading.RLock()
 _endpoints: dict[tuple[_Target, float], _Endpoint] = {}
 _circuit_stores: weakref.WeakSet[RedisCircuitStore] = weakref.WeakSet()
 
 
 def _acquire(target: _Target, timeout: float) -> _Endpoint:
+    key = (target, timeout)
+    endpoint = _endpoints.get(key)
+    # Made outside the lock (it builds redis-py objects): a spare one is simply dropped.
+    made = _Endpoint(target, timeout) if endpoint is None else None
     with _registry_lock:
-        endpoint = _endpoints.get((target, timeout))
+        endpoint = _endpoints.get(key)
         if endpoint is None:
-            endpoint = _endpoints[target, timeout] = _Endpoint(target, timeout)
+            endpoint = _endpoints[key] = made if made is not None else _Endpoint(target, timeout)
         endpoint.refs += 1
         return endpoint
 
@@ -1473,7 +1485,7 @@ def _release(endpoint: _Endpoint) -> None:
 def _after_fork_in_child() -> None:
     global _ids, _registry_lock
     _ids = _OpIds()
-    _registry_lock = threading.Lock()
+    _registry_lock = threading.RLock()
     for endpoint in list(_endpoints.values()):
         endpoint.after_fork_in_child()
     for store in list(_circuit_stores):
