@@ -935,7 +935,8 @@ class _Target:
         protocol = settings.get("protocol")
         if protocol is not None and str(protocol) not in ("2", "3"):
             raise ValueError(
-                f"the connection setting protocol must be 2 or 3 (RESP2 or RESP3), got {protocol!r}"
+                "the connection setting protocol of url_or_client must be 2 or 3 (RESP2 or "
+                f"RESP3), got {protocol!r}"
             )
         kept = {
             name: value
@@ -948,7 +949,7 @@ class _Target:
             target.template()  # builds the connection object: checks what it checks
         except Exception as error:
             failure = ValueError(
-                f"RedisStore cannot use the connection settings of {target.url}: "
+                f"RedisStore cannot use the connection settings of url_or_client ({target.url}): "
                 f"{_scrub(f'{type(error).__name__}: {error}', target.secrets)}"
             )
         else:
