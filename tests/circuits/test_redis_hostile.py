@@ -585,13 +585,15 @@ def documented_acl_rule() -> list[str]:
 
 
 def test_the_documented_acl_rule_is_enough(no_leaks: None) -> None:
-    """A user with exactly the documented permissions can do everything the store does:
-    build, short, trip, reset, read, async, re-create a deleted circuit, reload a flushed
-    script, name a key of another type, forget quiet lanes."""
-    with PrivateRedis() as server, contextlib.closing(server.admin()) as admin:
+    """A user with exactly the documented permissions can do everything the store does (on
+    a database other than 0, with a client name): build, short, trip, reset, read, async,
+    re-create a deleted circuit, reload a flushed script, name a key of another type,
+    forget quiet lanes."""
+    with PrivateRedis() as server, contextlib.closing(server.admin(db=3)) as admin:
         rule = [part.replace("<password>", "pw") for part in documented_acl_rule()]
         admin.execute_command("ACL", "SETUSER", "circuits", *rule)
-        store = RedisStore(f"redis://circuits:pw@127.0.0.1:{server.port}/0", "acl", timeout=SLOW)
+        url = f"redis://circuits:pw@127.0.0.1:{server.port}/3?client_name=circuits"
+        store = RedisStore(url, "acl", timeout=SLOW)
         breaker = BreakingCircuit(2, store=store)
         breaker.short()
         assert asyncio.run(breaker.short.asynced()()) is None
@@ -639,7 +641,10 @@ NEEDED: dict[str, Callable[[redis.Redis], None] | None] = {
     "+hgetall": _stale_lane,
     "+hdel": _stale_lane,
     "+time": None,
+    "+select": None,  # with a database other than 0
+    "+client|setname": None,  # with a client_name
 }
+URL_NEEDING = {"+select": "/2", "+client|setname": "/0?client_name=circuits"}
 
 
 @pytest.mark.parametrize("permission", sorted(NEEDED))
@@ -650,7 +655,8 @@ def test_each_missing_acl_permission_is_named_as_such(no_leaks: None, permission
     rule = [part.replace("<password>", "pw") for part in documented_acl_rule()]
     assert permission in rule
     with PrivateRedis() as server, contextlib.closing(server.admin()) as admin:
-        url = f"redis://circuits:pw@127.0.0.1:{server.port}/0"
+        path = URL_NEEDING.get(permission, "/0")
+        url = f"redis://circuits:pw@127.0.0.1:{server.port}{path}"
         admin.execute_command("ACL", "SETUSER", "circuits", *rule)
         need = NEEDED[permission]
         store = RedisStore(url, "acl", timeout=SLOW)

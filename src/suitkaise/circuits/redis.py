@@ -84,7 +84,8 @@ _MAX_REPAIRS = 2  # NOSCRIPT reloads, or re-creations of a deleted key, within o
 
 ACL_NEEDS = (
     "EVALSHA, EVAL, SCRIPT LOAD, HMGET and TYPE, and for the scripts EXISTS, HMGET, HSET, "
-    "HGETALL, HDEL and TIME, on keys " + KEY_PREFIX + "*"
+    "HGETALL, HDEL and TIME, on keys " + KEY_PREFIX + "*; and SELECT for a database other "
+    "than 0, CLIENT SETNAME for a client_name"
 )
 """What an ACL user of the store must be allowed (docs/redis.md has the ``ACL SETUSER`` rule)."""
 
