@@ -13,15 +13,19 @@ loopback TCP, through redis-py (with hiredis if it is installed; the header says
 1. ``Circuit.short()`` (threshold 10**9: it never trips, never sleeps) on a RedisStore,
    against a bare ``client.evalsha(sha, 0)`` of ``return 1``, loaded once: the cheapest
    possible script round trip. Target <= 1.2x, with the operation-id bookkeeping included
-   (every short carries its lane and number; the script checks and updates the lane's key).
+   (every short carries its lane, its number and the circuit's configuration fingerprint;
+   the script checks both and updates the lane's record in the circuit's hash, with the
+   server's TIME).
    Context rows split the gap: a bare ``evalsha`` of the store's own script with the same
    keys and arguments (a new operation number each call) does the same work on the server
    with none of our client code, so "store script vs return 1" is the server-side share and
    "short() vs store script" the client-side share. The store packs its requests once and
-   sends them on redis-py connection objects, below redis-py's per-command client layer;
-   "short() vs raw EVALSHA" compares it with ``return 1`` sent that same way, the floor of
-   any script round trip through redis-py.
-2. ``BreakingCircuit.broken`` (one ``HMGET`` of the four state fields) against a bare
+   sends them on its own sockets (opened by redis-py's connection classes), below redis-py's
+   per-command client layer; "short() vs raw EVALSHA" compares it with ``return 1`` packed
+   once and sent on a redis-py connection, the floor of any script round trip through
+   redis-py.
+2. ``BreakingCircuit.broken`` (one ``HMGET`` of the four state fields and the configuration
+   fingerprint) against a bare
    ``client.get(key)``. Target <= 1.2x. Context: a bare ``client.hmget`` of the same
    fields.
 3. Throughput of ``short()`` with 1 and with 4 client processes (each its own circuit
@@ -99,7 +103,8 @@ NEVER = 10**9  # a threshold no benchmark reaches: short() never trips, never sl
 REPO = Path(__file__).resolve().parents[1]
 SERVER_HELPER = REPO / "tests" / "redis_server.py"
 TRIVIAL_LUA = "return 1"
-STATE_FIELDS = ("shorts", "trips", "current", "broken")  # what RedisCircuitStore.read gets
+# What RedisCircuitStore.read gets: the state and the configuration fingerprint.
+STATE_FIELDS = ("shorts", "trips", "current", "broken", "config")
 PROCESSES = 4  # the "many clients" count of section 3
 CHILD_TIMEOUT_S = 60.0  # a client process that does not answer in this long is stuck
 
@@ -130,7 +135,7 @@ BREAKER_SHORT_LABEL = "BreakingCircuit.short() vs bare EVALSHA (return 1)"
 SCRIPT_SERVER_LABEL = "bare EVALSHA of store script vs return 1"
 SCRIPT_CLIENT_LABEL = "Circuit.short() vs bare EVALSHA of store script"
 RAW_LABEL = "Circuit.short() vs raw EVALSHA (return 1, packed once)"
-HMGET_SERVER_LABEL = "bare HMGET of 4 fields vs bare GET"
+HMGET_SERVER_LABEL = "bare HMGET of 5 fields vs bare GET"
 HMGET_CLIENT_LABEL = "BreakingCircuit.broken vs bare HMGET"
 TP1_LABEL = "short() ops/s vs bare EVALSHA, 1 process"
 TP4_LABEL = f"short() ops/s vs bare EVALSHA, {PROCESSES} processes"
@@ -259,7 +264,8 @@ def bench_short(url: str, config: Config) -> list[Row]:
         full = client.script_load(LUA)
         key = KEY_PREFIX + "bench-short"
         lane = LANE_PREFIX + "bench:0"
-        window = str(int(LANE_MEMORY_S * 1000))
+        window = str(int(LANE_MEMORY_S))
+        fingerprint = f"Circuit {NEVER} 0 1 10 0"
         numbers = itertools.count(1)
 
         def bare(n: int) -> int:
@@ -273,11 +279,13 @@ def bench_short(url: str, config: Config) -> list[Row]:
             # and a new operation number each time (a repeated one is answered from memory).
             t0 = time.perf_counter_ns()
             for _ in repeat(None, n):
-                client.evalsha(full, 2, key, lane, "circuit_short", "", "", window, next(numbers))
+                client.evalsha(
+                    full, 1, key, "circuit_short", "", "", window, fingerprint, lane, next(numbers)
+                )
             return time.perf_counter_ns() - t0
 
         # The floor under redis-py's client layer: `return 1` packed once and sent on one
-        # redis-py connection, as the store sends its own requests.
+        # redis-py connection (the store sends its own packed requests on its own socket).
         raw = redis.ConnectionPool.from_url(url).make_connection()
         packed = b"*3\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n0\r\n" % str(trivial).encode()
 
@@ -365,7 +373,7 @@ def bench_broken(url: str, config: Config) -> list[Row]:
 
         floor = Side("bare client.get(key)", bare_get)
         mine = Side("BreakingCircuit.broken", ours)
-        hmget = Side("bare client.hmget(circuit key, 4 fields)", bare_hmget)
+        hmget = Side("bare client.hmget(circuit key, 5 fields)", bare_hmget)
         measure_and_show(
             [floor, mine, hmget], config, [(mine, floor), (hmget, floor), (mine, hmget)]
         )

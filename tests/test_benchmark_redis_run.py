@@ -15,7 +15,7 @@ ROW_LABELS = [
     "bare EVALSHA of store script vs return 1",
     "Circuit.short() vs bare EVALSHA of store script",
     "Circuit.short() vs raw EVALSHA (return 1, packed once)",
-    "bare HMGET of 4 fields vs bare GET",
+    "bare HMGET of 5 fields vs bare GET",
     "BreakingCircuit.broken vs bare HMGET",
     "short() ops/s vs bare EVALSHA, 1 process",
     "short() ops/s vs bare EVALSHA, 4 processes",

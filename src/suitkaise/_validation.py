@@ -40,7 +40,7 @@ def seconds(name: str, value: object, *, positive: bool = False) -> float:
     if datetime is not None and isinstance(value, datetime.timedelta):
         result = float(value.total_seconds())
     elif isinstance(value, Real) and not isinstance(value, bool):
-        result = float(value)
+        result = _float(name, value, f"a finite number of seconds, at most {MAX_SECONDS:g}")
     else:
         raise TypeError(
             f"{name} must be a number of seconds (int or float) or a datetime.timedelta, "
@@ -86,7 +86,19 @@ def real(name: str, value: object) -> float:
         raise TypeError(
             f"{name} must be a real number, got {value!r} of type {type(value).__name__}"
         )
-    result = float(value)
+    result = _float(name, value, "a finite real number")
     if not math.isfinite(result):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return result
+
+
+def _float(name: str, value: Real, allowed: str) -> float:
+    # float() of an int (or Fraction) beyond the float range overflows instead of giving
+    # infinity; that is a value out of range, said as such.
+    try:
+        return float(value)
+    except OverflowError:
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = f"{shown[:25]}...{shown[-10:]} ({len(shown)} characters)"
+        raise ValueError(f"{name} must be {allowed}, got {shown}, beyond any float") from None

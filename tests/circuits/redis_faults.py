@@ -217,7 +217,8 @@ class PrivateRedis:
         tls: dict[str, Any] = {}
         if self.tls:
             tls = {"ssl": True, "ssl_ca_certs": str(self.tls[0])}
-        settings: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
+        # RESP2: it works on every server, also one without HELLO.
+        settings: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5, "protocol": 2}
         return redis.Redis(
             host="127.0.0.1", port=self.port, password=self.password,
             **{**settings, **tls, **options},
@@ -329,3 +330,216 @@ def other_protocol_server() -> Iterator[str]:
         stop.set()
         thread.join(10)
         listener.close()
+
+
+# -- a server that speaks just enough Redis, answering as a test tells it --------------------
+
+
+def resp_command(buffer: bytes) -> tuple[list[bytes] | None, bytes]:
+    """The first complete RESP command in ``buffer`` and the rest (``None`` if incomplete)."""
+    if not buffer.startswith(b"*") or b"\r\n" not in buffer:
+        return None, buffer
+    count, rest = buffer[1:].split(b"\r\n", 1)
+    args = []
+    for _ in range(int(count)):
+        if b"\r\n" not in rest:
+            return None, buffer
+        length, rest = rest[1:].split(b"\r\n", 1)
+        size = int(length)
+        if len(rest) < size + 2:
+            return None, buffer
+        args.append(rest[:size])
+        rest = rest[size + 2 :]
+    return args, rest
+
+
+def bulk(value: bytes | None) -> bytes:
+    return b"$-1\r\n" if value is None else b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def unknown_command(args: list[bytes]) -> bytes:
+    """What Redis answers a command it does not know (HELLO before Redis 6, a renamed
+    command): its first arguments echoed, 128 characters in all, newlines as spaces."""
+    echoed = ""
+    for arg in args[1:]:
+        if len(echoed) >= 128:
+            break
+        echoed += "'" + arg.decode()[: 128 - len(echoed)] + "' "
+    line = f"ERR unknown command '{args[0].decode()}', with args beginning with: {echoed}"
+    return b"-" + line.replace("\r", " ").replace("\n", " ").encode() + b"\r\n"
+
+
+class FakeRedis:
+    """A loopback server answering the store's commands like a healthy Redis (handshake
+    +OK, the creation script with the circuit's configuration, shorts that do not trip),
+    except for the commands in ``overrides``: ``{b"EVALSHA": raw_reply_or_callable}``. A
+    callable gets the command's arguments and returns the raw reply (``b""`` closes the
+    connection). After replying to ``hang_up_after`` it closes the connection. ``commands``
+    records every command received."""
+
+    def __init__(
+        self, overrides: dict[bytes, Any] | None = None, *, hang_up_after: bytes = b""
+    ) -> None:
+        self.overrides = dict(overrides or {})
+        self.hang_up_after = hang_up_after  # a command after whose reply it closes
+        self.commands: list[list[bytes]] = []
+        self.fingerprint: bytes | None = None
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port: int = self._listener.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._accepter = threading.Thread(target=self._accept, name="fake-redis", daemon=True)
+        self._accepter.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _answer(self, args: list[bytes]) -> bytes:
+        name = args[0].upper()
+        override = self.overrides.get(name)
+        if override is not None:
+            return override(args) if callable(override) else bytes(override)
+        if name in (b"AUTH", b"CLIENT", b"SELECT"):
+            return b"+OK\r\n"
+        if name == b"EVAL":  # the creation script: the caller's configuration is stored
+            config = args[4:10]
+            self.fingerprint = b" ".join(config)
+            return b"*7\r\n" + b"".join(bulk(v) for v in [*config, self.fingerprint])
+        if name == b"EVALSHA":
+            return bulk(b"")  # a short that does not trip
+        if name == b"HMGET":
+            return b"*5\r\n" + b"".join(bulk(v) for v in (b"0", b"0", b"0", b"0", self.fingerprint))
+        if name == b"SCRIPT":
+            return bulk(b"0" * 40)
+        if name == b"TYPE":
+            return b"+hash\r\n"
+        return unknown_command(args)
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(0.05)
+            buffer = b""
+            while not self._stop.is_set():
+                try:
+                    data = conn.recv(1 << 16)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                buffer += data
+                while True:
+                    args, buffer = resp_command(buffer)
+                    if args is None:
+                        break
+                    self.commands.append(args)
+                    reply = self._answer(args)
+                    if not reply:
+                        return
+                    with contextlib.suppress(OSError):
+                        conn.sendall(reply)
+                    if args[0].upper() == self.hang_up_after:
+                        return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._accepter.join(10)
+        for thread in self._threads:
+            thread.join(10)
+        self._listener.close()
+
+    def __enter__(self) -> FakeRedis:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SlowLink:
+    """A loopback TCP proxy in front of a server whose replies come late: each chunk the
+    server sends is held ``delay`` seconds, or (``trickle``) sent one byte every ``trickle``
+    seconds. ``slow`` switches the slowness on and off."""
+
+    def __init__(self, upstream_port: int, *, delay: float = 0.0, trickle: float = 0.0) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.delay, self.trickle = delay, trickle
+        self.slow = True
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port: int = self._listener.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._stop = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._accepter = threading.Thread(target=self._accept, name="slow-link", daemon=True)
+        self._accepter.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            self._sockets += [client, server]
+            for source, sink, slow in ((client, server, False), (server, client, True)):
+                thread = threading.Thread(target=self._pipe, args=(source, sink, slow), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _wait(self, seconds: float) -> bool:
+        return not self._stop.wait(seconds)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, slow: bool) -> None:
+        source.settimeout(0.05)
+        try:
+            while not self._stop.is_set():
+                try:
+                    data = source.recv(1 << 16)
+                except TimeoutError:
+                    continue
+                if not data:
+                    break
+                if slow and self.slow and self.trickle:
+                    for index in range(len(data)):
+                        if not self._wait(self.trickle):
+                            return
+                        sink.sendall(data[index : index + 1])
+                    continue
+                if slow and self.slow and self.delay and not self._wait(self.delay):
+                    return
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._accepter.join(10)
+        for thread in self._threads:
+            thread.join(10)
+        for sock in self._sockets:
+            sock.close()
+        self._listener.close()
+
+    def __enter__(self) -> SlowLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -92,7 +92,22 @@ def raw_client(url: str) -> Iterator[redis.Redis]:
 
 
 def stored(client: redis.Redis, name: str) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in client.hgetall(KEY_PREFIX + name).items()}
+    """A circuit's hash without the memory of its operation ids (the lanes' records and
+    the time they were last swept), which ``lanes`` reads."""
+    return {
+        k.decode(): v.decode()
+        for k, v in client.hgetall(KEY_PREFIX + name).items()
+        if not k.startswith(redis_module.LANE_PREFIX.encode()) and k != b"swept"
+    }
+
+
+def lanes(client: redis.Redis, name: str) -> dict[str, str]:
+    """The lanes' records in a circuit's hash: ``{field: "number time reply"}``."""
+    return {
+        k.decode(): v.decode()
+        for k, v in client.hgetall(KEY_PREFIX + name).items()
+        if k.startswith(redis_module.LANE_PREFIX.encode())
+    }
 
 
 def closed_port() -> int:
@@ -345,11 +360,19 @@ def test_keys_one_hash_per_circuit_under_the_prefix(redis_url: str) -> None:
             b"suitkaise:circuit:orders",
             b"suitkaise:circuit:pay",
         ]
-        # Besides the circuits, only the lanes' memory of their last operation (one key per
-        # operation in flight at once, here one: the calls never overlapped).
-        others = set(client.keys("*")) - set(client.keys(KEY_PREFIX + "*"))
-        assert len(others) == 1 and others.pop().startswith(redis_module.LANE_PREFIX.encode())
+        # Nothing besides the circuits: the operation ids are remembered inside each
+        # circuit's hash, one field per lane that used it (here one: the calls never
+        # overlapped), where nothing evicts or expires them apart from the circuit.
+        assert client.keys("*") == client.keys(KEY_PREFIX + "*")
         assert client.type("suitkaise:circuit:orders") == b"hash"
+        prefix = redis_module.LANE_PREFIX + redis_module._ids.prefix.decode() + ":"
+        for name in ("orders", "pay"):
+            records = lanes(client, name)
+            assert len(records) == 1 and next(iter(records)).startswith(prefix), records
+            number, at, _ = next(iter(records.values())).split(" ", 2)
+            assert int(number) > 0 and abs(int(at) - client.time()[0]) < 60
+            # Swept (quiet lanes forgotten) by the first operation, next after a window.
+            assert 0 < int(client.hget(KEY_PREFIX + name, "swept")) <= int(at)
         assert stored(client, "orders") == {
             "kind": "Circuit",
             "threshold": "3",
@@ -357,6 +380,7 @@ def test_keys_one_hash_per_circuit_under_the_prefix(redis_url: str) -> None:
             "factor": "2",
             "cap": "5",
             "jitter": "0.25",
+            "config": "Circuit 3 1.5 2 5 0.25",
             "shorts": "2",
             "trips": "1",
             "current": "3",
@@ -369,6 +393,7 @@ def test_keys_one_hash_per_circuit_under_the_prefix(redis_url: str) -> None:
             "factor": "1",
             "cap": "10",
             "jitter": "0",
+            "config": "BreakingCircuit 2 0.10000000000000001 1 10 0",
             "shorts": "2",
             "trips": "1",
             "current": "0.10000000000000001",
@@ -486,34 +511,30 @@ def test_async_waits_for_a_slow_server_without_blocking_the_loop(redis_url: str)
 def test_async_path_uses_asyncio_connections(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``.asynced()`` talks through redis.asyncio connections (with the same settings as the
-    sync path), never through a blocking socket."""
-    import redis.asyncio.connection
-    import redis.connection
-
+    """``.asynced()`` talks through asyncio streams of the running loop (opened with the
+    same settings as the sync path), never through a blocking socket."""
     circuit = BreakingCircuit(2, store=RedisStore(redis_url, "aio"))
-    commands: list[bytes] = []
-    real = redis.asyncio.connection.AbstractConnection.send_packed_command
+    requests: list[bytes] = []
+    real = redis_module._AsyncWire.send
 
-    async def counting(self: Any, command: Any, *args: Any, **options: Any) -> Any:
-        commands.extend(bytes(piece).split(b"\r\n")[2] for piece in command)
-        return await real(self, command, *args, **options)
+    def counting(self: Any, request: bytes) -> None:
+        requests.append(request.split(b"\r\n")[2])
+        real(self, request)
 
-    def forbidden(self: Any, *args: Any, **options: Any) -> Any:
+    def forbidden(*args: Any, **options: Any) -> Any:
         raise AssertionError("a blocking connection was used on the async path")
 
     async def main() -> list[Any]:
-        monkeypatch.setattr(
-            redis.asyncio.connection.AbstractConnection, "send_packed_command", counting
-        )
-        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", forbidden)
+        monkeypatch.setattr(redis_module._AsyncWire, "send", counting)
+        monkeypatch.setattr(redis_module._Wire, "exchange", forbidden)
+        monkeypatch.setattr(redis_module._Endpoint, "open", forbidden)
         try:
             return [await circuit.short.asynced()(), await circuit.short.asynced()()]
         finally:
             monkeypatch.undo()
 
     assert asyncio.run(main()) == [None, None]
-    assert commands.count(b"EVALSHA") >= 2
+    assert requests.count(b"EVALSHA") >= 2
     assert state(circuit) == (2, 1, 0.0, True)
 
 
@@ -607,8 +628,8 @@ def test_a_different_configuration_is_refused(
     with raw_client(redis_url) as client:  # the stored configuration and state are untouched
         assert stored(client, "cfg") == {
             "kind": "Circuit", "threshold": "3", "sleep": "1", "factor": "2", "cap": "30",
-            "jitter": "0.10000000000000001", "shorts": "1", "trips": "0", "current": "1",
-            "broken": "0",
+            "jitter": "0.10000000000000001", "config": "Circuit 3 1 2 30 0.10000000000000001",
+            "shorts": "1", "trips": "0", "current": "1", "broken": "0",
         }  # fmt: skip
         assert client.keys(KEY_PREFIX + "*") == [b"suitkaise:circuit:cfg"]
 

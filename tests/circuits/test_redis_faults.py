@@ -42,6 +42,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis_faults import (
+    FakeRedis,
     PrivateRedis,
     RedisProxy,
     other_protocol_server,
@@ -309,17 +310,19 @@ def test_the_script_recognises_a_re_sent_operation_and_refuses_a_late_one(
     redis_url: str,
 ) -> None:
     """The operation id at the script level: the same number on the same lane is answered
-    from the lane's memory; a lower one (an operation its caller gave up on, arriving
-    late) is not applied; a higher one is applied. The lane's key expires on its own."""
+    from the lane's record; a lower one (an operation its caller gave up on, arriving late)
+    is not applied; a higher one is applied. The record lives in the circuit's hash, and a
+    lane quiet for a whole window is forgotten by the next call after the window."""
     store = RedisStore(redis_url, "lane")
     circuit = Circuit(2, store=store)
-    key, lane = KEY_PREFIX + "lane", redis_module.LANE_PREFIX + "test-process:0"
+    key = KEY_PREFIX + "lane"
+    fingerprint = "Circuit 2 0 1 10 0"
     with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
         sha = client.script_load(LUA)
 
-        def send(number: int) -> bytes:
+        def send(number: int, lane: str = "op:test-process:0", window: int = 60) -> bytes:
             reply: bytes = client.evalsha(
-                sha, 2, key, lane, "circuit_short", "", "", "60000", str(number)
+                sha, 1, key, "circuit_short", "", "", str(window), fingerprint, lane, str(number)
             )
             return reply
 
@@ -332,8 +335,26 @@ def test_the_script_recognises_a_re_sent_operation_and_refuses_a_late_one(
         with pytest.raises(redis.ResponseError, match="SUITKAISE_STALE"):
             send(5)
         assert (circuit.times_shorted, circuit.total_trips) == (0, 1)
-        assert 0 < client.pttl(lane) <= 60000
-        assert client.memory_usage(lane) < 200  # bytes: one small key per lane
+        record = client.hget(key, "op:test-process:0")
+        assert record is not None and record.split(b" ")[0] == b"6"
+        assert len(record) < 60  # bytes: one small field per lane
+        # A record that does not parse is overwritten, never a script error.
+        client.hset(key, "op:test-process:0", "garbage")
+        assert send(7) == b""
+        # Quiet lanes are forgotten once per window: made old, they go at the next sweep.
+        now = int(client.time()[0])
+        client.hset(key, mapping={"op:gone:0": f"1 {now - 100} ", "op:recent:0": f"1 {now} ",
+                                  "swept": str(now - 100)})  # fmt: skip
+        assert send(8, window=50).startswith(b"0 ")  # the second short since the trip
+        assert (circuit.times_shorted, circuit.total_trips) == (0, 2)
+        fields = {f.decode() for f in client.hkeys(key) if f.startswith(b"op:")}
+        assert fields == {"op:test-process:0", "op:recent:0"}
+        assert int(client.hget(key, "swept")) >= now
+        # Another configuration's fingerprint is refused, and nothing is applied.
+        with pytest.raises(redis.ResponseError, match="SUITKAISE_CONFIG Circuit 2 0 1 10 0"):
+            client.evalsha(sha, 1, key, "circuit_short", "", "", "60", "Circuit 3 0 1 10 0",
+                           "op:x:0", "1")  # fmt: skip
+        assert (circuit.times_shorted, circuit.total_trips) == (0, 2)
     close(store)
 
 
@@ -362,9 +383,10 @@ def test_operation_ids_need_no_system_call_and_are_renewed_in_a_forked_child(
     assert circuit.times_shorted == 52
     assert run_child("fork", _ids_in_child) != prefix
     with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
-        lanes = client.keys(redis_module.LANE_PREFIX + "*")
+        fields = client.hkeys(KEY_PREFIX + "ids")
+    lanes = [f.decode() for f in fields if f.startswith(redis_module.LANE_PREFIX.encode())]
     # One lane: the calls above never overlapped. Per process, not per operation.
-    assert lanes == [f"{redis_module.LANE_PREFIX}{prefix}:0".encode()]
+    assert len(lanes) == 1 and lanes[0].startswith(f"{redis_module.LANE_PREFIX}{prefix}:")
     close(store)
 
 
@@ -751,43 +773,75 @@ def test_a_server_of_another_protocol_is_named(no_leaks: None) -> None:
         close(store)
 
 
-ERRORS: list[tuple[BaseException, bool, str]] = [
-    (redis.TimeoutError("Timeout reading from x"), True, "no reply within the timeout of 5 s"),
-    (redis.ConnectionError("Connection closed by server."), True, "connection failed or broke"),
-    (ConnectionResetError(104, "Connection reset by peer"), True, "connection failed or broke"),
-    (redis.BusyLoadingError("Redis is loading the dataset in memory"), True, "still loading"),
-    (redis.ConnectionError("max number of clients reached"), True, "no room for another"),
-    (redis.ResponseError("BUSY Redis is busy running a script."), True, "cannot serve now"),
-    (redis.ResponseError("MASTERDOWN Link with MASTER is down"), True, "cannot serve now"),
-    (redis.AuthenticationError("invalid password"), False, "authentication failed"),
-    (redis.exceptions.AuthorizationError("not allowed"), False, "authentication failed"),
-    (redis.exceptions.NoPermissionError("no permissions"), False, "(ACL:"),
-    (redis.exceptions.OutOfMemoryError("command not allowed"), False, "out of memory"),
-    (redis.exceptions.ReadOnlyError("You can't write"), False, "read-only replica"),
-    (redis.ResponseError("DB index is out of range"), False, "database 0 does not exist"),
-    (redis.ConnectionError("Invalid Database"), False, "database 0 does not exist"),
-    (redis.exceptions.InvalidResponse("Protocol Error: b'H'"), False, "does not speak"),
-    (redis.ResponseError("ERR unknown command 'EVALSHA'"), False, "does not run Lua scripts"),
-    (redis.ResponseError("MISCONF cannot persist"), False, "ResponseError: MISCONF"),
-    (redis.DataError("bad argument"), False, "DataError: bad argument"),
-]
+# (the command the fake server answers with an error, its raw reply, URL options, outage,
+# what the message says). Classified by what failed: the command (a step of the handshake or
+# the request) and the server's error code, never by searching the text.
+ERRORS: list[tuple[bytes, bytes, str, bool, str]] = [
+    (b"EVALSHA", b"-BUSY Redis is busy running a script.\r\n", "", True, "cannot serve now"),
+    (b"EVALSHA", b"-MASTERDOWN Link with MASTER is down\r\n", "", True, "cannot serve now"),
+    (b"EVALSHA", b"-LOADING Redis is loading the dataset\r\n", "", True, "still loading"),
+    (b"AUTH", b"-ERR max number of clients reached\r\n", "pw", True, "no room for another"),
+    (b"CLIENT", b"-ERR max number of clients reached\r\n", "full", True, "no room for another"),
+    (b"AUTH", b"-WRONGPASS invalid username-password pair\r\n", "pw", False, "authentication"),
+    (b"AUTH", b"-ERR invalid password\r\n", "pw", False, "authentication failed"),
+    (b"EVAL", b"-NOAUTH Authentication required.\r\n", "", False, "authentication failed"),
+    (b"EVALSHA", b"-NOPERM this user has no permissions\r\n", "", False, "(ACL:"),
+    (b"EVALSHA", b"-ERR The user executing the script can't run this command\r\n", "", False,
+     "(ACL:"),
+    (b"EVALSHA", b"-OOM command not allowed when used memory > 'maxmemory'.\r\n", "", False,
+     "out of memory"),
+    (b"EVALSHA", b"-READONLY You can't write against a read only replica.\r\n", "", False,
+     "read-only replica"),
+    (b"SELECT", b"-ERR DB index is out of range\r\n", "db", False, "database 7 does not exist"),
+    (b"CLIENT", b"-ERR Client names cannot contain spaces\r\n", "name", False, "client_name"),
+    (b"EVALSHA", b"-ERR unknown command 'EVALSHA'\r\n", "", False, "does not run Lua scripts"),
+    (b"EVAL", b"-ERR unknown command 'EVAL'\r\n", "", False, "does not run Lua scripts"),
+    (b"EVALSHA", b"-MOVED 3999 127.0.0.1:6381\r\n", "", False, "Cluster is not supported"),
+    (b"EVALSHA", b"-MISCONF cannot persist on disk\r\n", "", False, "refuses writes (MISCONF"),
+    (b"EVALSHA", b"-SUITKAISE_CORRUPT shorts\r\n", "", False, "fields are not those of"),
+    (b"EVALSHA", b"-WEIRD something new\r\n", "", False, "answered EVALSHA with an error"),
+    (b"EVALSHA", b"HTTP/1.1 400 Bad Request\r\n\r\n", "", False, "does not speak the Redis"),
+    (b"EVALSHA", b"", "", True, "connection failed or broke"),
+]  # fmt: skip
+URL_OPTIONS = {
+    "": "/0",
+    "pw": "/0",
+    "db": "/7",
+    "name": "/0?client_name=me",
+    "full": "/0",
+}
 
 
-@pytest.mark.parametrize(("error", "outage", "cause"), ERRORS, ids=lambda v: repr(v)[:40])
-def test_every_redis_error_is_classified(
-    redis_url: str, error: BaseException, outage: bool, cause: str
+@pytest.mark.parametrize(
+    ("command", "reply", "options", "outage", "cause"), ERRORS, ids=lambda v: repr(v)[:32]
+)
+def test_every_server_answer_is_classified(
+    no_leaks: None, command: bytes, reply: bytes, options: str, outage: bool, cause: str
 ) -> None:
-    """What each redis-py (or socket) error becomes, for those hard to provoke for real."""
-    store = RedisStore(redis_url, "classify", timeout=SLOW)
-    circuit = Circuit(2, store=store)
-    failure = circuit._store._failure(error)
-    assert isinstance(failure, RedisStoreError)
-    assert failure.outage is outage
-    assert cause in str(failure) and "'classify'" in str(failure) and redis_url in str(failure)
+    """What each answer of the server becomes, at the step where it comes (the handshake,
+    the creation of the circuit, or an operation), for those hard to provoke for real."""
+    # A full server answers whatever comes first, then hangs up.
+    hang_up = command if options == "full" else b""
+    with FakeRedis({command: reply}, hang_up_after=hang_up) as server:
+        password = ":S3cret-pw@" if options == "pw" else ""
+        url = f"redis://{password}127.0.0.1:{server.port}{URL_OPTIONS[options]}"
+        store = RedisStore(url, "classify", timeout=SLOW)
+        began = time.monotonic()
+        with pytest.raises(RedisStoreError) as info:
+            circuit = Circuit(2, store=store)  # the handshake and the creation script
+            circuit.short()  # an operation
+        elapsed = time.monotonic() - began
+        store.close()
+    failure = info.value
+    message = str(failure)
+    assert failure.outage is outage, message
+    assert cause in message and "'classify'" in message and store.url in message, message
+    assert "S3cret" not in message
+    assert elapsed < INSTANT
+    assert failure.__context__ is None and failure.__cause__ is None
     # It travels between processes (a Pool worker raising it) with its flag.
     copy = pickle.loads(pickle.dumps(failure))
-    assert (type(copy), str(copy), copy.outage) == (RedisStoreError, str(failure), outage)
-    store.close()
+    assert (type(copy), str(copy), copy.outage) == (RedisStoreError, message, outage)
 
 
 def test_a_read_only_replica_is_named(no_leaks: None) -> None:

@@ -365,6 +365,26 @@ def test_seconds_parameters_longer_than_anything_can_sleep_are_value_errors(
         cls(1, **{parameter: value})
 
 
+BEYOND_ANY_FLOAT = [10**400, -(10**400), Fraction(10**400, 3)]
+
+
+@pytest.mark.parametrize("value", BEYOND_ANY_FLOAT, ids=["10**400", "-10**400", "Fraction"])
+def test_numbers_beyond_any_float_are_value_errors_naming_the_argument(cls, value):
+    """float() of such an int overflows (OverflowError); every argument that is a duration or
+    a real says "out of range" like any other bad value: a ValueError naming it."""
+    for parameter in [*SECONDS_PARAMETERS, "backoff_factor", "jitter"]:
+        with pytest.raises(ValueError, match=re.escape(parameter) + ".*beyond any float"):
+            cls(1, **{parameter: value})
+    circuit = cls(1)
+    with pytest.raises(ValueError, match=r"custom_sleep.*beyond any float"):
+        circuit.short(custom_sleep=value)
+    from suitkaise.circuits.redis import RedisStore
+
+    for parameter in ("timeout", "retry_interval"):
+        with pytest.raises(ValueError, match=re.escape(parameter) + ".*beyond any float"):
+            RedisStore("redis://127.0.0.1:6379/0", "x", **{parameter: value})
+
+
 def test_the_longest_accepted_sleep_can_be_slept_after_the_widest_jitter(cls):
     from suitkaise._validation import MAX_SECONDS
 
